@@ -1,0 +1,8 @@
+"""DVC stage `transfer`: BnB, BnB+, AnB, AnB+ and RnB at every cut, from the base checkpoints."""
+
+import sys
+
+from transferability.cli import main
+
+if __name__ == "__main__":
+    main(["transfer", "--runs", sys.argv[1]])

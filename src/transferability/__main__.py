@@ -1,0 +1,3 @@
+from transferability.cli import main
+
+main()

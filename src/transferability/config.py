@@ -1,0 +1,195 @@
+"""Typed, validated settings read from params.yaml; a bad key or value names itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transferability.models import num_layers
+
+TREATMENTS = ("BnB", "BnB+", "AnB", "AnB+", "RnB")
+DIRECTIONS = ("A->B", "B->A")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    # "torchvision" downloads CIFAR-10; otherwise a CIFAR-style ImageFolder folder or archive.
+    source: str = "torchvision"
+    download_root: str = "data/raw"
+    prepared: str = "data/prepared/dataset.npz"
+    image_size: Annotated[int, Field(ge=8, le=512)] = 32
+    # the first k images of each class; null takes them all
+    train_per_class: Annotated[int, Field(ge=1)] | None = None
+    test_per_class: Annotated[int, Field(ge=1)] | None = None
+
+
+class SplitConfig(Section):
+    random_seeds: list[int] = [0]
+    dissimilar: bool = False
+    custom: dict[str, dict[Literal["A", "B"], list[str]]] = {}
+    dir: str = "data/splits"
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, v):
+        for name, tasks in v.items():
+            if set(tasks) != {"A", "B"}:
+                raise ValueError(f"split {name!r} needs both A and B")
+            for task, classes in tasks.items():
+                twice = sorted({c for c in classes if classes.count(c) > 1})
+                if twice:
+                    raise ValueError(f"split {name!r}: task {task} names {twice} twice")
+            both = sorted(set(tasks["A"]) & set(tasks["B"]))
+            if both:
+                raise ValueError(f"split {name!r}: classes {both} are in both A and B")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not self.random_seeds and not self.dissimilar and not self.custom:
+            raise ValueError("random_seeds is empty and no other split is enabled")
+        if len(set(self.random_seeds)) != len(self.random_seeds):
+            raise ValueError("random_seeds names a seed twice")
+        return self
+
+
+class ModelConfig(Section):
+    arch: Literal["cifar5", "alexnet8"] = "cifar5"
+    width: Annotated[float, Field(gt=0, le=16)] = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+
+
+class TrainConfig(Section):
+    epochs: Annotated[int, Field(ge=1)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    lr: Annotated[float, Field(gt=0)] = 0.02
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = True
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 1.0
+    step_every: Annotated[int, Field(ge=1)] = 10  # epochs between x0.1 steps ("step" schedule)
+    augment: bool = True
+    crop_padding: Annotated[int, Field(ge=0)] = 4
+    eval_batch_size: Annotated[int, Field(ge=1)] = 1000
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null keeps torch's default
+    progress: bool = True
+
+
+class StudyConfig(Section):
+    seeds: list[int] = [0]
+    directions: list[Literal["A->B", "B->A"]] = list(DIRECTIONS)
+    treatments: list[Literal["BnB", "BnB+", "AnB", "AnB+", "RnB"]] = list(TREATMENTS)
+    cuts: Literal["all"] | list[int] = "all"
+    models_dir: str = "models"
+    results_dir: str = "results"
+    mlflow: bool = True  # log every network as an MLflow run
+
+    @field_validator("seeds", "directions", "treatments")
+    @classmethod
+    def _nonempty_unique(cls, v):
+        if not v:
+            raise ValueError("must not be empty")
+        if len(set(v)) != len(v):
+            raise ValueError(f"names an entry twice: {v}")
+        return v
+
+
+class Config(Section):
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    study: StudyConfig = StudyConfig()
+
+    @model_validator(mode="after")
+    def _cuts(self):
+        layers = num_layers(self.model.arch)
+        cuts = self.study.cuts
+        if cuts != "all":
+            if not cuts:
+                raise ValueError("study.cuts: must not be empty")
+            bad = [n for n in cuts if not 1 <= n <= layers - 1]
+            if bad:
+                raise ValueError(
+                    f"study.cuts: {bad} out of range 1..{layers - 1} for {self.model.arch}"
+                )
+        return self
+
+    @property
+    def cuts(self) -> list[int]:
+        layers = num_layers(self.model.arch)
+        return list(range(1, layers)) if self.study.cuts == "all" else sorted(self.study.cuts)
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {p} is not a section")
+        d = nxt
+    d[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`key.sub=value` strings → a nested dict; values are parsed as YAML (3, [0, 1], true)."""
+    out: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse {raw!r} ({e})") from e
+        _set_dotted(out, key.strip(), value)
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(raw: dict, where: str = "params") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{where}: {key}: {err['msg']}{shown}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load(path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Config:
+    """Read params.yaml (a missing file means all defaults) and apply --set overrides."""
+    raw: dict = {}
+    where = "settings"
+    if path is not None and Path(path).exists():
+        where = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    elif path is not None and str(path) != "params.yaml":
+        raise ConfigError(f"params file not found: {path}")
+    return validate(_merge(raw, parse_overrides(overrides or [])), where)

@@ -1,0 +1,340 @@
+"""Image sources → one cached set of uint8 arrays; task views over it.
+
+Two sources stand behind `prepare`:
+
+- ``torchvision``: CIFAR-10 through ``torchvision.datasets.CIFAR10`` (downloads when online);
+- a CIFAR-style ImageFolder, as a folder or a ``.tar``/``.tar.gz``/``.zip`` archive holding
+  ``train/<class>/*`` and ``test/<class>/*`` (at its top or under a single prefix folder).
+
+Every image is converted to RGB at the configured size and decoded exactly once into a
+``.npz`` cache, keyed by a content hash of the source, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from transferability.io import atomic_write, sha256_file
+
+CACHE_VERSION = 1
+SPLITS = ("train", "test")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the offending path."""
+
+
+@dataclass
+class Dataset:
+    """All images of a source as uint8 arrays (N, 3, H, W) with integer labels."""
+
+    classes: list[str]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str
+    source_hash: str
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    @cached_property
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of all training images, in [0, 1] units."""
+        s = np.zeros(3)
+        s2 = np.zeros(3)
+        for i in range(0, len(self.train_x), 4096):  # chunked: no float copy of the whole set
+            chunk = self.train_x[i : i + 4096].astype(np.float64) / 255.0
+            s += chunk.sum(axis=(0, 2, 3))
+            s2 += (chunk**2).sum(axis=(0, 2, 3))
+        n = self.train_x.shape[0] * self.train_x.shape[2] * self.train_x.shape[3]
+        mean = s / n
+        return mean, np.sqrt(s2 / n - mean**2)
+
+
+@dataclass
+class TaskData:
+    """The images of some classes, labels remapped to 0..k-1 in the order given."""
+
+    classes: list[str]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _to_rgb_array(data: bytes, size: int, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"image does not decode: {where} ({e})") from e
+
+
+def _layout(names: list[str], where: str) -> dict[str, dict[str, list[str]]]:
+    """Find the ImageFolder layout among member/relative paths: {split: {class: [names]}}.
+
+    The layout may sit under one prefix folder. Class folders with no image are kept with an
+    empty list, so that they can be reported.
+    """
+    found: dict[str, dict[str, dict[str, list[str]]]] = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        for i, part in enumerate(parts):
+            if part in SPLITS and len(parts) in (i + 2, i + 3):
+                prefix = "/".join(parts[:i])
+                classes = found.setdefault(prefix, {}).setdefault(part, {})
+                files = classes.setdefault(parts[i + 1], [])
+                if len(parts) == i + 3 and not parts[-1].startswith("."):
+                    files.append(name)
+                break
+    roots = {p: s for p, s in found.items() if all(k in s for k in SPLITS)}
+    if not roots:
+        have = sorted({k for s in found.values() for k in s})
+        raise DataError(
+            f"{where}: no ImageFolder layout found: need train/<class>/* and test/<class>/*"
+            + (f" (found only {', '.join(have)}/)" if have else "")
+        )
+    if len(roots) > 1:
+        raise DataError(f"{where}: several train/ + test/ roots: {', '.join(sorted(roots))}")
+    splits = next(iter(roots.values()))
+    train_classes, test_classes = set(splits["train"]), set(splits["test"])
+    if train_classes != test_classes:
+        only_train = sorted(train_classes - test_classes)
+        only_test = sorted(test_classes - train_classes)
+        raise DataError(
+            f"{where}: class folders differ between train/ and test/"
+            f" (only in train: {only_train or '-'}; only in test: {only_test or '-'})"
+        )
+    for split in SPLITS:
+        for cls, files in splits[split].items():
+            if not files:
+                raise DataError(f"{where}: class folder {split}/{cls} has no images")
+    return splits
+
+
+def _iter_folder(root: Path) -> Iterator[str]:
+    """Relative paths of every folder (so that empty class folders show) and file under root."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root).as_posix()
+        yield rel if rel != "." else ""
+        for name in sorted(filenames):
+            yield f"{rel}/{name}" if rel != "." else name
+
+
+def _read_source(path: Path, size: int) -> tuple[list[str], dict[str, tuple[np.ndarray, ...]]]:
+    """Decode an ImageFolder folder or archive into {split: (x, y)} and the class list."""
+    where = str(path)
+    if path.is_dir():
+        splits = _layout(list(_iter_folder(path)), where)
+
+        def read(name: str) -> bytes:
+            return (path / name).read_bytes()
+
+        return _decode(splits, read, size, where)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n.rstrip("/") for n in zf.namelist()]
+                splits = _layout(names, where)
+                return _decode(splits, zf.read, size, where)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"archive cannot be read: {where} ({e})") from e
+    try:
+        # one sequential pass: random access into a compressed tar would re-read it each time
+        contents: dict[str, bytes] = {}
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if m.isdir():
+                    contents[m.name.rstrip("/")] = b""
+                elif m.isfile():
+                    f = tf.extractfile(m)
+                    contents[m.name] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"archive cannot be read: {where} ({e})") from e
+    splits = _layout(list(contents), where)
+    return _decode(splits, contents.__getitem__, size, where)
+
+
+def _decode(splits, read, size: int, where: str):
+    classes = sorted(splits["train"])
+    out = {}
+    for split in SPLITS:
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            for name in sorted(splits[split][cls]):
+                xs.append(_to_rgb_array(read(name), size, f"{where}:{name}"))
+                ys.append(label)
+        out[split] = (np.stack(xs), np.asarray(ys, dtype=np.int64))
+    return classes, out
+
+
+def _source_hash(path: Path) -> str:
+    if path.is_dir():
+        h = hashlib.sha256()
+        for name in _iter_folder(path):
+            p = path / name
+            h.update(name.encode() + b"\0")
+            if p.is_file():
+                h.update(hashlib.sha256(p.read_bytes()).digest())
+        return h.hexdigest()
+    return sha256_file(path)
+
+
+def _torchvision_cifar10(root: Path, size: int, download: bool):
+    from torchvision.datasets import CIFAR10
+
+    out = {}
+    classes: list[str] = []
+    for split in SPLITS:
+        try:
+            ds = CIFAR10(str(root), train=split == "train", download=download)
+        except RuntimeError as e:
+            raise DataError(
+                f"CIFAR-10 not found under {root} and could not be downloaded ({e}). "
+                "Connect to the internet, or set data.source to a CIFAR-style ImageFolder "
+                "folder or archive, e.g. --set data.source=../shared/data/cifar10-jpeg.tar.gz"
+            ) from e
+        x = ds.data.transpose(0, 3, 1, 2)
+        if size != x.shape[-1]:
+            x = np.stack([_resize(img, size) for img in x])
+        out[split] = (np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64))
+        classes = list(ds.classes)
+    files = sorted((root / "cifar-10-batches-py").glob("*_batch*"))
+    h = hashlib.sha256(b"".join(sha256_file(f).encode() for f in files)).hexdigest()
+    return classes, out, h
+
+
+def _resize(chw: np.ndarray, size: int) -> np.ndarray:
+    im = Image.fromarray(chw.transpose(1, 2, 0)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im).transpose(2, 0, 1)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("data/raw")) -> Path:
+    """Decode `source` once into the cache file `out` (skipped when it is already current).
+
+    `source` is ``torchvision`` or a path to an ImageFolder folder or archive.
+    """
+    out = Path(out)
+    if source == "torchvision":
+        classes, arrays, h = _torchvision_cifar10(Path(root), image_size, download=True)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(
+                f"data source not found: {path} (resolved: {path.resolve()}). Give a CIFAR-style "
+                "ImageFolder folder or .tar.gz/.zip archive with train/<class>/ and test/<class>/, "
+                "or data.source=torchvision to download CIFAR-10"
+            )
+        h = _source_hash(path)
+        if _cache_matches(out, h, image_size):
+            return out
+        classes, arrays = _read_source(path, image_size)
+    if _cache_matches(out, h, image_size):
+        return out
+    with atomic_write(out, "wb") as f:
+        np.savez(
+            f,
+            version=np.asarray(CACHE_VERSION),
+            classes=np.asarray(classes),
+            source=np.asarray(str(source)),
+            source_hash=np.asarray(h),
+            image_size=np.asarray(image_size),
+            train_x=arrays["train"][0],
+            train_y=arrays["train"][1],
+            test_x=arrays["test"][0],
+            test_y=arrays["test"][1],
+        )
+    return out
+
+
+def _cache_matches(path: Path, source_hash: str, image_size: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as z:
+            return (
+                int(z["version"]) == CACHE_VERSION
+                and str(z["source_hash"]) == source_hash
+                and int(z["image_size"]) == image_size
+            )
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def load(path: Path) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prepared dataset not found: {path} (run `transferability prepare`)")
+    try:
+        with np.load(path) as z:
+            return Dataset(
+                classes=[str(c) for c in z["classes"]],
+                train_x=z["train_x"],
+                train_y=z["train_y"],
+                test_x=z["test_x"],
+                test_y=z["test_y"],
+                source=str(z["source"]),
+                source_hash=str(z["source_hash"]),
+            )
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(
+            f"prepared dataset {path} cannot be read ({e}); delete it and re-run"
+        ) from e
+
+
+def task_view(
+    ds: Dataset,
+    classes: list[str],
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+) -> TaskData:
+    """The images of `classes`, relabelled 0..k-1 in that order; optionally the first k per class.
+
+    Normalisation statistics come from the whole training set, so that every task (and so every
+    copied layer) sees inputs on the same scale.
+    """
+    unknown = [c for c in classes if c not in ds.classes]
+    if unknown:
+        raise DataError(f"classes not in the dataset: {unknown} (it has {ds.classes})")
+
+    def pick(x, y, per_class):
+        idx = []
+        for c in classes:
+            where = np.flatnonzero(y == ds.classes.index(c))
+            idx.append(where[:per_class] if per_class else where)
+        sel = np.concatenate(idx)
+        remap = np.full(len(ds.classes), -1, dtype=np.int64)
+        remap[[ds.classes.index(c) for c in classes]] = np.arange(len(classes))
+        return x[sel], remap[y[sel]]
+
+    mean, std = ds.mean_std
+    train_x, train_y = pick(ds.train_x, ds.train_y, train_per_class)
+    test_x, test_y = pick(ds.test_x, ds.test_y, test_per_class)
+    return TaskData(list(classes), train_x, train_y, test_x, test_y, mean, std)

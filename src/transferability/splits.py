@@ -1,0 +1,92 @@
+"""Class splits of one dataset into two disjoint tasks, A and B."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transferability.io import write_json
+
+VEHICLES = ("airplane", "automobile", "ship", "truck")
+ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str  # e.g. random0, dissimilar
+    kind: str  # random | dissimilar | custom
+    seed: int | None
+    A: tuple[str, ...]
+    B: tuple[str, ...]
+
+    def classes(self, task: str) -> list[str]:
+        if task not in ("A", "B"):
+            raise ValueError(f"task must be A or B, not {task!r}")
+        return list(self.A if task == "A" else self.B)
+
+    def validate(self, classes: list[str]) -> None:
+        """A and B are disjoint, name no class twice, and cover exactly the dataset's classes."""
+        for task, cls in (("A", self.A), ("B", self.B)):
+            if not cls:
+                raise ValueError(f"split {self.name}: task {task} has no classes")
+            twice = sorted({c for c in cls if cls.count(c) > 1})
+            if twice:
+                raise ValueError(f"split {self.name}: task {task} names {twice} twice")
+        both = sorted(set(self.A) & set(self.B))
+        if both:
+            raise ValueError(f"split {self.name}: classes {both} are in both A and B")
+        unknown = sorted(set(self.A + self.B) - set(classes))
+        if unknown:
+            raise ValueError(f"split {self.name}: classes {unknown} are not in the dataset")
+        missing = sorted(set(classes) - set(self.A + self.B))
+        if missing:
+            raise ValueError(f"split {self.name}: classes {missing} are in neither A nor B")
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(d["name"], d["kind"], d["seed"], tuple(d["A"]), tuple(d["B"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"split file {path} cannot be read ({e})") from e
+
+
+def random_split(classes: list[str], seed: int) -> Split:
+    """Half of the classes (rounded down) to A, the rest to B; each list in dataset order."""
+    order = np.random.default_rng(seed).permutation(len(classes))
+    a = sorted(order[: len(classes) // 2])
+    b = sorted(order[len(classes) // 2 :])
+    split = Split(
+        f"random{seed}", "random", seed, tuple(classes[i] for i in a), tuple(classes[i] for i in b)
+    )
+    split.validate(classes)
+    return split
+
+
+def dissimilar_split(classes: list[str]) -> Split:
+    """Vehicles (A) against animals (B), CIFAR-10's analogue of the paper's man-made/natural."""
+    split = Split("dissimilar", "dissimilar", None, VEHICLES, ANIMALS)
+    split.validate(classes)
+    return split
+
+
+def make_splits(
+    classes: list[str],
+    random_seeds: list[int],
+    dissimilar: bool,
+    custom: dict[str, dict[str, list[str]]] | None = None,
+) -> list[Split]:
+    splits = [random_split(classes, s) for s in random_seeds]
+    if dissimilar:
+        splits.append(dissimilar_split(classes))
+    for name, tasks in (custom or {}).items():
+        split = Split(name, "custom", None, tuple(tasks["A"]), tuple(tasks["B"]))
+        split.validate(classes)
+        splits.append(split)
+    return splits

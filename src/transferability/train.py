@@ -1,0 +1,201 @@
+"""The training loop: data resident on the device as uint8, augmented a batch at a time."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from transferability.config import TrainConfig
+from transferability.data import TaskData
+from transferability.models import TransferNet
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for, but CUDA is not available")
+    return device
+
+
+@dataclass
+class DeviceTask:
+    """A task's images on the device as uint8 NCHW, with its normalisation constants."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def from_task(cls, task: TaskData, device: torch.device) -> DeviceTask:
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        stat = {"device": device, "dtype": torch.float32}
+        return cls(
+            t(task.train_x),
+            t(task.train_y),
+            t(task.test_x),
+            t(task.test_y),
+            torch.as_tensor(task.mean * 255.0, **stat).view(1, -1, 1, 1),
+            torch.as_tensor(task.std * 255.0, **stat).view(1, -1, 1, 1),
+        )
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def batch_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to `pad` pixels (zero fill) and horizontal flip, per image."""
+    b, c, h, w = x.shape
+    flip = torch.rand(b, generator=gen) < 0.5
+    if pad:
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        xp = F.pad(x, (pad, pad, pad, pad))
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at `step`: linear warm-up, then cosine, step or constant."""
+    total = cfg.epochs * steps_per_epoch
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    if cfg.schedule == "step":
+        return 0.1 ** (step // (cfg.step_every * steps_per_epoch))
+    return 1.0
+
+
+@torch.no_grad()
+def evaluate(model: TransferNet, data: DeviceTask, x: torch.Tensor, y: torch.Tensor, bs: int):
+    """Accuracy of `model` on (x, y), in large batches, one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for i in range(0, len(x), bs):
+        correct += (model(data.normalise(x[i : i + bs])).argmax(1) == y[i : i + bs]).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(x))
+
+
+def optimizer_for(model: TransferNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD over the trainable parameters only: frozen layers get no update and no weight decay.
+
+    As in the original Caffe nets, biases get no weight decay; every trainable layer, copied
+    or new, learns at the same rate.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+@dataclass
+class TrainResult:
+    test_acc: float
+    train_acc: float
+    train_loss: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def train(
+    model: TransferNet,
+    data: DeviceTask,
+    cfg: TrainConfig,
+    seed: int,
+    desc: str = "train",
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place on `data` for cfg.epochs; the score is the final test accuracy.
+
+    The seed fixes the batch order, the augmentation and dropout, so that on the CPU the same
+    seed gives the same numbers.
+    """
+    device = data.train_x.device
+    model.to(device=device, memory_format=torch.channels_last).train()
+    opt = optimizer_for(model, cfg)
+    n = len(data.train_x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch,
+        desc=desc,
+        disable=None if cfg.progress else True,  # None: on when stderr is a terminal
+        leave=False,
+        dynamic_ncols=True,
+    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout
+        step = 0
+        for epoch in range(cfg.epochs):
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            perm = torch.randperm(n, generator=gen).to(device)
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                xb, yb = data.train_x[idx], data.train_y[idx]
+                if cfg.augment:
+                    xb = batch_crop_flip(xb, cfg.crop_padding, gen)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(cfg, step, steps_per_epoch)
+                out = model(data.normalise(xb))
+                loss = F.cross_entropy(out, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * len(idx)
+                correct += (out.detach().argmax(1) == yb).sum()
+                step += 1
+                bar.update()
+                if step % 25 == 0 and not bar.disable:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum.item() / n,
+                "train_acc": correct.item() / n,
+                "test_acc": evaluate(model, data, data.test_x, data.test_y, cfg.eval_batch_size),
+                "lr": opt.param_groups[0]["lr"],
+            }
+            history.append(record)
+            if not bar.disable:
+                bar.set_postfix(
+                    loss=f"{record['train_loss']:.3f}",
+                    acc=f"{record['train_acc']:.3f}",
+                    test=f"{record['test_acc']:.3f}",
+                )
+            if on_epoch is not None:
+                on_epoch(record)
+    bar.close()
+    last = history[-1]
+    return TrainResult(
+        test_acc=last["test_acc"],
+        train_acc=last["train_acc"],
+        train_loss=last["train_loss"],
+        seconds=time.perf_counter() - start,
+        history=history,
+    )

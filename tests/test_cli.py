@@ -1,0 +1,97 @@
+"""The command line as a user meets it: help, errors that name their input, and a real study."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from transferability.cli import main
+
+from .conftest import ARCHIVE, make_image_folder
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["transferability", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_a_subcommand_per_step(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0
+    for cmd in ("prepare", "split", "train-bases", "transfer", "analyze", "study"):
+        assert cmd in out
+    code, out, _ = run(monkeypatch, capsys, "study", "--help")
+    assert code == 0 and "--set KEY=VALUE" in out
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("train.epocs=1", "train.epocs"), ("study.cuts=[9]", "study.cuts: [9] out of range")],
+)
+def test_bad_setting_is_an_error_naming_it(monkeypatch, capsys, tmp_path, override, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "prepare", "--set", override)
+    assert code == 2 and message in err
+
+
+def test_missing_dataset_says_where_it_looked(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "prepare", "--set", "data.source=nowhere.tar.gz")
+    assert code == 2 and "nowhere.tar.gz" in err and "torchvision" in err
+    code, _, err = run(monkeypatch, capsys, "train-bases")
+    assert code == 2 and "transferability prepare" in err
+
+
+def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: imgs}\nmodel: {width: 0.25}\n"
+        "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
+    )
+    for step in ("prepare", "split", "train-bases", "transfer", "analyze"):
+        code, _out, err = run(monkeypatch, capsys, step)
+        assert code == 0, err
+    assert json.loads((tmp_path / "data/splits/random0.json").read_text())["kind"] == "random"
+    runs = pd.read_csv(tmp_path / "results/runs.csv")
+    assert len(runs) == 2 + 2 * 5
+    assert (tmp_path / "results/gaps.csv").is_file()
+
+
+@pytest.mark.skipif(not ARCHIVE.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.gz")
+def test_smoke_study_on_a_slice_of_the_real_archive(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run(
+        monkeypatch, capsys, "study",
+        "--set", f"data.source={ARCHIVE}",
+        "--set", "data.train_per_class=40", "--set", "data.test_per_class=20",
+        "--set", "train.epochs=1", "--set", "train.progress=false",
+    )  # fmt: skip
+    assert code == 0, err
+    runs = pd.read_csv(tmp_path / "results/runs.csv")
+    expected = {"baseA", "baseB"} | {
+        name
+        for n in range(1, 5)
+        for name in (f"B{n}B", f"B{n}B+", f"A{n}B", f"A{n}B+", f"R{n}B",
+                     f"A{n}A", f"A{n}A+", f"B{n}A", f"B{n}A+", f"R{n}A")
+    }  # fmt: skip
+    assert set(runs.network.str.split("/").str[-1]) == expected and len(runs) == 42
+    assert (runs.train_images == 200).all() and (runs.test_images == 100).all()
+    assert runs.test_acc.between(0, 1).all()
+    gaps = pd.read_csv(tmp_path / "results/gaps.csv")
+    assert set(gaps.gap) >= {
+        "co_adaptation",
+        "specificity",
+        "fine_tuning_benefit",
+        "transfer_boost",
+    }
+    summary = json.loads((tmp_path / "results/summary.json").read_text())
+    assert set(summary["table1"]["random"]) == {"all", "upper_half", "top"}
+    assert summary["gaps"]["random"]["specificity"]["n4"]["count"] == 2

@@ -6,7 +6,10 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?=
 
-.PHONY: setup test lint repro ui clean
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
+                texlive-fonts-recommended lmodern
+
+.PHONY: setup tex test lint repro ui clean
 
 $(BIN)/transferability: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,14 +21,21 @@ $(BIN)/transferability: pyproject.toml
 
 setup: $(BIN)/transferability
 
+# TeX for the report, from Debian's packages (about 100 MB), unless latexmk is already there
+tex:
+	@command -v latexmk >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(TEX_PACKAGES); }
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint tex
 	$(BIN)/python -m pytest -q
 
-repro: setup
+repro: setup tex
 ifneq ($(DATA),)
 	sed -i 's|^  source: .*|  source: $(DATA)|' params.yaml
 endif

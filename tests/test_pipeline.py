@@ -50,24 +50,24 @@ def repo(tmp_path):
 
 
 def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
-    dvc(repo, "repro")
+    dvc(repo, "repro", "aggregate")  # the report stage has a test of its own (it needs TeX)
     runs = pd.read_csv(repo / "results/runs.csv")
     assert len(runs) == 2 + 2 * 5
     assert (
         "n1"
         in json.loads((repo / "results/summary.json").read_text())["gaps"]["random"]["specificity"]
     )
-    assert json.loads(dvc(repo, "status", "--json")) == {}
+    assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}
     assert "summary.json" in dvc(repo, "metrics", "show")
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["study"]["cuts"] = [1, 2]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    assert set(json.loads(dvc(repo, "status", "--json"))) == {"transfer"}
+    assert set(json.loads(dvc(repo, "status", "--json"))) - {"report"} == {"transfer"}
 
-    out = dvc(repo, "repro")
+    out = dvc(repo, "repro", "aggregate")
     ran = {s for s in ("prepare", "split", "train_base", "transfer", "aggregate")
            if f"Running stage '{s}'" in out}  # fmt: skip
     assert ran == {"transfer", "aggregate"}, out
     assert len(pd.read_csv(repo / "results/runs.csv")) == 2 + 2 * 2 * 5
-    assert json.loads(dvc(repo, "status", "--json")) == {}
+    assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}

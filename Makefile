@@ -1,15 +1,22 @@
 # Two entry points for a fresh machine (see README):
-#   make repro   set up, then `dvc repro` (quick profile; DATA=path: an offline CIFAR-10 copy)
+#   make repro   set up, then `dvc repro` (quick profile; DATA=path: an offline CIFAR-10 copy;
+#                PROFILE=paper: the paper-scale profile, for a GPU)
 #   make test    set up, then lint and run the tests
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?=
+PROFILE ?= quick
+# The paper-scale profile, for a GPU: full task data, 20 epochs, 4 random splits and the
+# dissimilar split, both directions, every treatment (applied with dvc exp run -S).
+PAPER   := -S data.train_per_class=null -S train.epochs=20 -S model.dropout=0.5 \
+           -S 'split.random_seeds=[0,1,2,3]' -S split.dissimilar=true
+DVC_REPRO = $(if $(filter paper,$(PROFILE)),dvc exp run $(PAPER),dvc repro)
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
                 texlive-fonts-recommended lmodern
 
-.PHONY: setup tex test lint repro ui clean
+.PHONY: setup tex test lint repro repro-in-container ui clean
 
 $(BIN)/transferability: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,7 +46,11 @@ repro: setup tex
 ifneq ($(DATA),)
 	sed -i 's|^  source: .*|  source: $(DATA)|' params.yaml
 endif
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/$(DVC_REPRO)
+
+# inside docker/Dockerfile's image, where everything is installed already
+repro-in-container:
+	$(DVC_REPRO)
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -204,7 +204,7 @@ def main(args: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         raise SystemExit(e.exit_code) from None
-    except (ValueError, FileNotFoundError, config_mod.ConfigError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, config_mod.ConfigError) as e:
         click.echo(f"Error: {e}", err=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -95,6 +95,11 @@ class StudyConfig(Section):
     models_dir: str = "models"
     results_dir: str = "results"
     mlflow: bool = True  # log every network as an MLflow run
+    # where networks train: local (this machine; workers > 1 runs that many processes) or ray
+    executor: Literal["local", "ray"] = "local"
+    workers: Annotated[int, Field(ge=1)] = 1
+    retries: Annotated[int, Field(ge=0)] = 1  # a failed network is retried, then reported
+    gpus_per_network: Annotated[float, Field(gt=0, le=8)] = 0.25  # ray: GPU share per task
 
     @field_validator("seeds", "directions", "treatments")
     @classmethod

@@ -258,20 +258,26 @@ def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("dat
         classes, arrays = _read_source(path, image_size)
     if _cache_matches(out, h, image_size):
         return out
+    (tx, ty), (vx, vy) = arrays["train"], arrays["test"]
+    save(Dataset(classes, tx, ty, vx, vy, str(source), h), out)
+    return out
+
+
+def save(ds: Dataset, out: Path) -> None:
+    """Write `ds` as the .npz cache that `load` reads, atomically."""
     with atomic_write(out, "wb") as f:
         np.savez(
             f,
             version=np.asarray(CACHE_VERSION),
-            classes=np.asarray(classes),
-            source=np.asarray(str(source)),
-            source_hash=np.asarray(h),
-            image_size=np.asarray(image_size),
-            train_x=arrays["train"][0],
-            train_y=arrays["train"][1],
-            test_x=arrays["test"][0],
-            test_y=arrays["test"][1],
+            classes=np.asarray(ds.classes),
+            source=np.asarray(ds.source),
+            source_hash=np.asarray(ds.source_hash),
+            image_size=np.asarray(ds.image_size),
+            train_x=ds.train_x,
+            train_y=ds.train_y,
+            test_x=ds.test_x,
+            test_y=ds.test_y,
         )
-    return out
 
 
 def _cache_matches(path: Path, source_hash: str, image_size: int) -> bool:

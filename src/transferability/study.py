@@ -26,6 +26,7 @@ import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
+from transferability.executors import execute
 from transferability.io import atomic_write
 from transferability.models import NetConfig, build, copy_layers, load_checkpoint, save_checkpoint
 from transferability.splits import Split
@@ -282,8 +283,17 @@ def run_study(
             and study.checkpoint(j).is_file()
         )
     ]
+    if which == "transfers":  # the bases come from an earlier run: say so before starting
+        missing = sorted({str(study.checkpoint(j.source)) for j in todo
+                          if j.source and not study.checkpoint(j.source).is_file()})  # fmt: skip
+        if missing:
+            raise FileNotFoundError(
+                f"base checkpoint(s) missing: {', '.join(missing)}: train the bases first"
+            )
+    where = (f"{cfg.study.workers} local workers" if cfg.study.executor == "local"
+             and cfg.study.workers > 1 else cfg.study.executor)  # fmt: skip
     log(f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(todo)} done, "
-        f"{len(todo)} to train on {study.device}")  # fmt: skip
+        f"{len(todo)} to train on {study.device} ({where})")  # fmt: skip
     tracker = None
     if cfg.study.mlflow:
         from transferability.tracking import Tracker
@@ -293,14 +303,29 @@ def run_study(
             if job not in todo and not tracker.run_id_of(job.network):
                 meta = torch.load(study.checkpoint(job), weights_only=True)["meta"]
                 tracker.log_network(job, rows[job.network], meta["history"])
-    for i, job in enumerate(todo, 1):
-        row, history = study.run(job)
-        if tracker:
-            tracker.log_network(job, row, history)
-        rows[job.network] = row
-        write_runs(runs_path, [rows[j.network] for j in everything if j.network in rows])
-        log(f"[{i}/{len(todo)}] {job.network}: test {row['test_acc']:.4f} "
-            f"train {row['train_acc']:.4f} ({row['seconds']:.0f}s)")  # fmt: skip
+    failed = []
+    done = 0
+    # bases before the transfers that copy them; within each phase networks are independent
+    for phase in ([j for j in todo if j.treatment == "base"],
+                  [j for j in todo if j.treatment != "base"]):  # fmt: skip
+        for job, result, error in execute(cfg, splits, study, phase):
+            done += 1
+            if error is not None:
+                failed.append(f"{job.network}: {error}")
+                log(f"[{done}/{len(todo)}] {job.network}: FAILED ({error})")
+                continue
+            row, history = result
+            if tracker:
+                tracker.log_network(job, row, history)
+            rows[job.network] = row
+            write_runs(runs_path, [rows[j.network] for j in everything if j.network in rows])
+            log(f"[{done}/{len(todo)}] {job.network}: test {row['test_acc']:.4f} "
+                f"train {row['train_acc']:.4f} ({row['seconds']:.0f}s)")  # fmt: skip
     sys.stdout.flush()
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} network(s) failed after {cfg.study.retries} retries (the others "
+            "are saved; run again to retry):\n  " + "\n  ".join(failed)
+        )
     mine = {j.network for j in jobs}
     return [r for r in read_runs(runs_path) if r["network"] in mine]

@@ -1,0 +1,143 @@
+"""Where the networks of a study train: here, in local worker processes, or as Ray tasks.
+
+Every executor runs the same function on the same job, so rows and checkpoints do not depend
+on where a network trained. Workers only train and write their network's checkpoint; the
+calling process alone writes the results table and MLflow. A network that fails is retried
+(study.retries times) and then reported, without stopping the others.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from transferability import data as data_mod
+from transferability.config import Config, validate
+from transferability.splits import Split
+
+# (job, (row, history) or None, error message or None)
+Outcome = tuple[object, tuple[dict, list] | None, str | None]
+
+_STUDY_CACHE: dict = {}
+
+
+def _study(cfg_json: str, splits_json: str, root: str):
+    """The worker's Study, built once per process (the dataset is loaded once)."""
+    from transferability.study import Study
+
+    key = (cfg_json, splits_json, root)
+    if key not in _STUDY_CACHE:
+        _STUDY_CACHE.clear()
+        if Path(root).is_dir():
+            os.chdir(root)  # relative paths in the settings mean the same thing as for the caller
+        cfg = validate(json.loads(cfg_json))
+        splits = [Split(**{**s, "A": tuple(s["A"]), "B": tuple(s["B"])})
+                  for s in json.loads(splits_json)]  # fmt: skip
+        _STUDY_CACHE[key] = Study(cfg, splits, data_mod.load(Path(cfg.data.prepared)))
+    return _STUDY_CACHE[key]
+
+
+def train_job(cfg_json: str, splits_json: str, root: str, job, threads: int | None):
+    """Train one network in a worker: the unit of work of every executor."""
+    if threads:
+        torch.set_num_threads(threads)
+    return _study(cfg_json, splits_json, root).run(job)
+
+
+def _init_local_worker(gpu_queue) -> None:
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+
+
+def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
+    return (
+        cfg.model_dump_json(),
+        json.dumps([asdict(s) for s in splits]),
+        str(Path.cwd()),
+    )
+
+
+def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Outcome]:
+    """Train `jobs` (independent of each other) and yield each outcome as it completes."""
+    if not jobs:
+        return
+    ex = cfg.study
+    if ex.executor == "ray":
+        yield from _ray(cfg, splits, jobs)
+    elif ex.workers <= 1:
+        for job in jobs:
+            error = None
+            for _ in range(ex.retries + 1):
+                try:
+                    yield job, study.run(job), None
+                    break
+                except Exception as e:  # reported below, then the study goes on
+                    error = f"{type(e).__name__}: {e}"
+            else:
+                yield job, None, error
+    else:
+        yield from _local_pool(cfg, splits, jobs)
+
+
+def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+    workers = min(cfg.study.workers, len(jobs))
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
+    gpu_queue = None
+    gpus = torch.cuda.device_count() if cfg.train.device in ("auto", "cuda") else 0
+    if gpus:
+        gpu_queue = ctx.Queue()
+        for i in range(workers):
+            gpu_queue.put(i % gpus)
+    payload = _payload(cfg, splits)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_local_worker,
+                             initargs=(gpu_queue,)) as pool:  # fmt: skip
+        attempts = {job: 0 for job in jobs}
+        running = {pool.submit(train_job, *payload, job, threads): job for job in jobs}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = running.pop(fut)
+                try:
+                    yield job, fut.result(), None
+                except Exception as e:
+                    attempts[job] += 1
+                    if attempts[job] <= cfg.study.retries:
+                        running[pool.submit(train_job, *payload, job, threads)] = job
+                    else:
+                        yield job, None, f"{type(e).__name__}: {e}"
+
+
+def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("study.executor=ray needs Ray: pip install 'ray==2.60.0'") from e
+    if not ray.is_initialized():
+        # RAY_ADDRESS names a running cluster; without it Ray starts a local one
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=False)  # fmt: skip
+    use_gpu = cfg.train.device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
+    threads = cfg.train.threads or 1
+    task = ray.remote(
+        num_cpus=threads,
+        num_gpus=cfg.study.gpus_per_network if use_gpu else 0,
+        max_retries=cfg.study.retries,
+        retry_exceptions=True,
+    )(train_job)
+    payload = [ray.put(p) for p in _payload(cfg, splits)]
+    pending = {task.remote(*payload, job, threads): job for job in jobs}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(done[0])
+        try:
+            yield job, ray.get(done[0]), None
+        except Exception as e:
+            yield job, None, f"{type(e).__name__}: {e}"

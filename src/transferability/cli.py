@@ -196,6 +196,34 @@ def study(cfg):
     click.echo(f"\nstudy finished in {time.perf_counter() - t:.0f}s")
 
 
+@cli.command()
+@with_params
+@click.option("--images", default=5000, show_default=True, help="Training images to time on.")
+@click.option("--steps", default=30, show_default=True, help="Batches per timed measurement.")
+@click.option("--loader-workers", default=2, show_default=True, help="DataLoader workers.")
+@click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
+def bench(cfg, images, steps, loader_workers, json_path):
+    """Training images/s: DataLoader pipeline vs the project's path vs the compute bound."""
+    import torch
+
+    from transferability.bench import as_json, measured_seconds, run_bench, table
+    from transferability.train import resolve_device
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ds = _dataset(cfg)
+    classes = configured_splits(cfg, ds.classes)[0].classes("A")
+    measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
+    b = run_bench(cfg, ds, classes, images, steps, loader_workers,
+                  resolve_device(cfg.train.device), measured)  # fmt: skip
+    click.echo(table(b))
+    if json_path:
+        from transferability.io import write_json
+
+        write_json(json_path, as_json(b))
+        click.echo(f"figures → {json_path}")
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         cli.main(args, standalone_mode=False)

@@ -179,4 +179,25 @@ def analyse(runs_path: Path, out_dir: Path, num_layers: int) -> dict:
         "table1": _nest(t1, ["split_kind", "cuts"]),
     }
     write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "metrics.json", headline(summary))
     return summary
+
+
+def headline(summary: dict) -> dict:
+    """The few numbers `dvc metrics show` prints: base accuracy, mean gaps per cut, Table 1."""
+    return {
+        "networks": summary["networks"],
+        "base_test_acc_mean": summary["base_test_acc_mean"],
+        "gaps": {
+            kind: {gap: {n: v["mean"] for n, v in by_n.items()} for gap, by_n in gaps.items()}
+            for kind, gaps in summary["gaps"].items()
+        },
+        "table1": {
+            kind: {
+                cuts: {"over_baseB": v.get("over_baseB_mean"),
+                       "over_BnB_plus": v.get("over_BnB_plus_mean")}
+                for cuts, v in rows.items()
+            }
+            for kind, rows in summary["table1"].items()
+        },
+    }  # fmt: skip

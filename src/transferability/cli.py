@@ -78,6 +78,10 @@ def cli():
 @with_params
 def prepare(cfg):
     """Decode the data source once into the uint8 cache (data.prepared)."""
+    _prepare(cfg)
+
+
+def _prepare(cfg) -> data_mod.Dataset:
     t = time.perf_counter()
     path = data_mod.prepare(
         cfg.data.source, Path(cfg.data.prepared), cfg.data.image_size, Path(cfg.data.download_root)
@@ -87,6 +91,7 @@ def prepare(cfg):
         f"{path}: {len(ds.train_x)} train + {len(ds.test_x)} test images, {len(ds.classes)} "
         f"classes, {ds.image_size}px ({time.perf_counter() - t:.1f}s)"
     )
+    return ds
 
 
 @cli.command()
@@ -185,10 +190,7 @@ def _echo_summary(out: Path) -> None:
 def study(cfg):
     """The whole study in one go: prepare, split, bases, transfers, analyze."""
     t = time.perf_counter()
-    path = data_mod.prepare(
-        cfg.data.source, Path(cfg.data.prepared), cfg.data.image_size, Path(cfg.data.download_root)
-    )
-    ds = data_mod.load(path)
+    ds = _prepare(cfg)
     for s in configured_splits(cfg, ds.classes):
         s.save(split_path(cfg, s.name))
     _train(cfg, "all", None)

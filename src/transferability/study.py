@@ -322,6 +322,8 @@ def run_study(
             log(f"[{done}/{len(todo)}] {job.network}: test {row['test_acc']:.4f} "
                 f"train {row['train_acc']:.4f} ({row['seconds']:.0f}s)")  # fmt: skip
     sys.stdout.flush()
+    if tracker:
+        tracker.finish(failed=bool(failed))
     if failed:
         raise RuntimeError(
             f"{len(failed)} network(s) failed after {cfg.study.retries} retries (the others "

@@ -173,7 +173,11 @@ class Tracker:
             "checkpoint_md5": md5_file(ckpt) if ckpt.is_file() else "-",
             "fingerprint": row["fingerprint"],
         }  # fmt: skip
-        run = self.client.create_run(self.experiment_id, run_name=job.network, tags=tags)
+        end = int(time.time() * 1000)  # logged when it finished: give the run its real span
+        start = end - int(float(row["seconds"]) * 1000)
+        run = self.client.create_run(
+            self.experiment_id, run_name=job.network, tags=tags, start_time=start
+        )
         run_id = run.info.run_id
         params = _flatten(self.cfg.model_dump(include={"data", "model", "train"}))
         params |= {"job.treatment": job.treatment, "job.n": str(job.n), "job.seed": str(job.seed)}
@@ -181,8 +185,9 @@ class Tracker:
         metrics.append(("seconds", row["seconds"], len(history)))
         metrics += [(f"final_{k}", row[k], len(history)) for k in ("test_acc", "train_acc")]
         self._log(run_id, params=params, metrics=metrics)
-        self.client.set_terminated(run_id)
+        self.client.set_terminated(run_id, end_time=end)
         return run_id
 
-    def finish(self) -> None:
-        self.client.set_terminated(self.parent_id)
+    def finish(self, failed: bool = False) -> None:
+        """Close the parent run (a later stage of the same study may log to it again)."""
+        self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")

@@ -69,7 +69,7 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
     calls = {}
     real = study_mod.Study.run
 
-    def flaky(self, job, on_epoch=None):
+    def flaky(self, job):
         calls[job.name] = calls.get(job.name, 0) + 1
         if job.name == "A1B" or (job.name == "B1A" and calls[job.name] == 1):
             raise RuntimeError("simulated failure")

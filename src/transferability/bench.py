@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transferability.config import Config
 from transferability.data import Dataset, TaskData, task_view
 from transferability.models import NetConfig, build
+from transferability.splits import Split
 from transferability.study import plan
 from transferability.train import DeviceTask, autocast, evaluate, optimizer_for, train
 
@@ -154,7 +155,7 @@ def flop_per_image(model, data: DeviceTask, batch: int) -> float:
 def run_bench(
     cfg: Config,
     dataset: Dataset,
-    classes: list[str],
+    splits: list[Split],
     images: int,
     steps: int,
     loader_workers: int,
@@ -164,6 +165,7 @@ def run_bench(
     # repeating one batch drives the gradients towards zero; on a CPU, denormal floats would
     # then slow the compute bound down, so all three paths flush them
     torch.set_flush_denormal(True)
+    classes = splits[0].classes("A")  # the timed task: task A of the first split
     per_class = max(1, images // len(classes))
     task = task_view(dataset, classes, per_class, 200)
     data = DeviceTask.from_task(task, device)
@@ -202,17 +204,17 @@ def run_bench(
         name = torch.cuda.get_device_name(device)
         bench.peak_flop_s = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
         bench.peak_memory_mib = torch.cuda.max_memory_allocated(device) / 2**20
-    bench.study_networks, bench.study_estimated_s = estimate_study(cfg, dataset, project)
+    bench.study_networks, bench.study_estimated_s = estimate_study(cfg, dataset, splits, project)
     bench.study_measured_s = measured_s
     return bench
 
 
-def estimate_study(cfg: Config, dataset: Dataset, img_s: float) -> tuple[int, float]:
+def estimate_study(
+    cfg: Config, dataset: Dataset, splits: list[Split], img_s: float
+) -> tuple[int, float]:
     """Networks in the profile and its wall time at `img_s` on one worker (no frozen speed-up:
     an upper bound), counting one test evaluation per epoch at a third of a training image."""
-    from transferability.cli import configured_splits
-
-    jobs = plan(cfg, configured_splits(cfg, dataset.classes))
+    jobs = plan(cfg, splits)
     n_classes = len(dataset.classes) / 2
     per_class = cfg.data.train_per_class or (len(dataset.train_x) / len(dataset.classes))
     test_per_class = cfg.data.test_per_class or (len(dataset.test_x) / len(dataset.classes))

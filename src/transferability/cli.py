@@ -98,7 +98,10 @@ def _prepare(cfg) -> data_mod.Dataset:
 @with_params
 def split(cfg):
     """Write the A/B class lists of every configured split (split.dir)."""
-    ds = _dataset(cfg)
+    _write_splits(cfg, _dataset(cfg))
+
+
+def _write_splits(cfg, ds: data_mod.Dataset) -> None:
     for s in configured_splits(cfg, ds.classes):
         s.save(split_path(cfg, s.name))
         click.echo(f"{split_path(cfg, s.name)}: A={list(s.A)} B={list(s.B)}")
@@ -158,17 +161,13 @@ def _analyze(cfg, runs) -> None:
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
     if runs and [Path(r) for r in runs] != [merged]:
-        rows = [row for r in runs for row in _read_existing(Path(r), read_runs)]
-        write_runs(merged, rows)
+        missing = [r for r in runs if not Path(r).is_file()]
+        if missing:
+            raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+        write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
     summary = analyse(merged, out, num_layers(cfg.model.arch))
     click.echo(f"{summary['networks']} networks, {summary['units']} units → {out}/")
     _echo_summary(out)
-
-
-def _read_existing(path: Path, read_runs):
-    if not path.is_file():
-        raise FileNotFoundError(f"results table not found: {path}")
-    return read_runs(path)
 
 
 def _echo_summary(out: Path) -> None:
@@ -190,9 +189,7 @@ def _echo_summary(out: Path) -> None:
 def study(cfg):
     """The whole study in one go: prepare, split, bases, transfers, analyze."""
     t = time.perf_counter()
-    ds = _prepare(cfg)
-    for s in configured_splits(cfg, ds.classes):
-        s.save(split_path(cfg, s.name))
+    _write_splits(cfg, _prepare(cfg))
     _train(cfg, "all", None)
     _analyze(cfg, ())
     click.echo(f"\nstudy finished in {time.perf_counter() - t:.0f}s")
@@ -214,9 +211,9 @@ def bench(cfg, images, steps, loader_workers, json_path):
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ds = _dataset(cfg)
-    classes = configured_splits(cfg, ds.classes)[0].classes("A")
+    splits = configured_splits(cfg, ds.classes)
     measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-    b = run_bench(cfg, ds, classes, images, steps, loader_workers,
+    b = run_bench(cfg, ds, splits, images, steps, loader_workers,
                   resolve_device(cfg.train.device), measured)  # fmt: skip
     click.echo(table(b))
     if json_path:

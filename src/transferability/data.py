@@ -204,28 +204,31 @@ def _source_hash(path: Path) -> str:
     return sha256_file(path)
 
 
-def _torchvision_cifar10(root: Path, size: int, download: bool):
+def _torchvision_cifar10(root: Path, size: int):
+    """Download (or find) CIFAR-10 under root; return its content hash and a reader."""
     from torchvision.datasets import CIFAR10
 
-    out = {}
-    classes: list[str] = []
-    for split in SPLITS:
-        try:
-            ds = CIFAR10(str(root), train=split == "train", download=download)
-        except RuntimeError as e:
-            raise DataError(
-                f"CIFAR-10 not found under {root} and could not be downloaded ({e}). "
-                "Connect to the internet, or set data.source to a CIFAR-style ImageFolder "
-                "folder or archive, e.g. --set data.source=../shared/data/cifar10-jpeg.tar.gz"
-            ) from e
-        x = ds.data.transpose(0, 3, 1, 2)
-        if size != x.shape[-1]:
-            x = np.stack([_resize(img, size) for img in x])
-        out[split] = (np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64))
-        classes = list(ds.classes)
+    try:
+        sets = {s: CIFAR10(str(root), train=s == "train", download=True) for s in SPLITS}
+    except RuntimeError as e:
+        raise DataError(
+            f"CIFAR-10 not found under {root} and could not be downloaded ({e}). "
+            "Connect to the internet, or set data.source to a CIFAR-style ImageFolder "
+            "folder or archive, e.g. --set data.source=../shared/data/cifar10-jpeg.tar.gz"
+        ) from e
     files = sorted((root / "cifar-10-batches-py").glob("*_batch*"))
     h = hashlib.sha256(b"".join(sha256_file(f).encode() for f in files)).hexdigest()
-    return classes, out, h
+
+    def read():
+        out = {}
+        for split, ds in sets.items():
+            x = ds.data.transpose(0, 3, 1, 2)
+            if size != x.shape[-1]:
+                x = np.stack([_resize(img, size) for img in x])
+            out[split] = (np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64))
+        return list(sets["train"].classes), out
+
+    return h, read
 
 
 def _resize(chw: np.ndarray, size: int) -> np.ndarray:
@@ -243,7 +246,7 @@ def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("dat
     """
     out = Path(out)
     if source == "torchvision":
-        classes, arrays, h = _torchvision_cifar10(Path(root), image_size, download=True)
+        h, read = _torchvision_cifar10(Path(root), image_size)
     else:
         path = Path(source)
         if not path.exists():
@@ -253,11 +256,13 @@ def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("dat
                 "or data.source=torchvision to download CIFAR-10"
             )
         h = _source_hash(path)
-        if _cache_matches(out, h, image_size):
-            return out
-        classes, arrays = _read_source(path, image_size)
-    if _cache_matches(out, h, image_size):
+
+        def read():
+            return _read_source(path, image_size)
+
+    if _cache_matches(out, h, image_size):  # decode only when the cache is stale
         return out
+    classes, arrays = read()
     (tx, ty), (vx, vy) = arrays["train"], arrays["test"]
     save(Dataset(classes, tx, ty, vx, vy, str(source), h), out)
     return out

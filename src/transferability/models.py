@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from transferability.io import atomic_write
+
 CHECKPOINT_FORMAT = "transferability-checkpoint/1"
 
 
@@ -172,8 +174,6 @@ def build(cfg: NetConfig, seed: int) -> TransferNet:
 
 def save_checkpoint(path: Path, model: TransferNet, meta: dict) -> None:
     """Atomically write a checkpoint that carries everything needed to rebuild the network."""
-    from transferability.io import atomic_write
-
     payload = {
         "format": CHECKPOINT_FORMAT,
         "net": asdict(model.cfg),

@@ -176,7 +176,7 @@ class Study:
             model.freeze(job.n)
         return model
 
-    def run(self, job: Job, on_epoch=None) -> tuple[dict, list[dict]]:
+    def run(self, job: Job) -> tuple[dict, list[dict]]:
         """Train one network, write its checkpoint atomically; return its row and history."""
         model = self.build(job)
         data = self.task(job.split, job.target_task)
@@ -186,7 +186,6 @@ class Study:
             self.cfg.train,
             seed=derive_seed("data", job.split, job.seed, job.target_task),
             desc=job.network,
-            on_epoch=on_epoch,
         )
         path = self.checkpoint(job)
         fingerprint = self.fingerprint(job)

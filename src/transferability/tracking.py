@@ -94,7 +94,7 @@ class Tracker:
         self.data_md5 = md5_file(data_file) if data_file and Path(data_file).is_file() else ""
         bases = sorted(study.fingerprint(j) for j in plan if j.treatment == "base")
         self.study_id = hashlib.sha256("/".join(bases).encode()).hexdigest()[:12]
-        self.parent_id = self._parent(study, plan)
+        self.parent_id = self._parent(plan)
         self._prune({j.network for j in plan})
 
     def _create_experiment(self) -> str:
@@ -108,7 +108,7 @@ class Tracker:
     def _search(self, query: str):
         return self.client.search_runs([self.experiment_id], query, max_results=50000)
 
-    def _parent(self, study, plan) -> str:
+    def _parent(self, plan) -> str:
         found = self._search(f"tags.study_id = '{self.study_id}' and tags.role = 'study'")
         if found:
             return found[0].info.run_id

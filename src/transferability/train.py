@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +133,6 @@ def train(
     cfg: TrainConfig,
     seed: int,
     desc: str = "train",
-    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data` for cfg.epochs; the score is the final test accuracy.
 
@@ -198,8 +196,6 @@ def train(
                     acc=f"{record['train_acc']:.3f}",
                     test=f"{record['test_acc']:.3f}",
                 )
-            if on_epoch is not None:
-                on_epoch(record)
     bar.close()
     last = history[-1]
     return TrainResult(

@@ -82,3 +82,26 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
     m(torch.randn(8, 3, 32, 32) + 3)
     assert torch.equal(m.layers[0][-1].running_mean, before)
     assert not m.layers[0][-1].training and m.layers[1].training
+
+
+def test_pooling_before_relu_changes_nothing_bit_for_bit():
+    """Pooled conv layers pool first (cheaper); the textbook order gives identical numbers."""
+    m = build(NetConfig("cifar5", 5, dropout=0.0), 0)
+    textbook = build(NetConfig("cifar5", 5, dropout=0.0), 0)
+    for layer in textbook.layers[:3]:
+        _, pool, relu = layer
+        assert isinstance(pool, nn.MaxPool2d) and isinstance(relu, nn.ReLU)
+        layer[1], layer[2] = relu, pool
+    # windows that are all negative: after a ReLU they tie at zero
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for net in (m, textbook):
+        xi = x.clone().requires_grad_(True)
+        out = net(xi)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([xi.grad] + [p.grad for p in net.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    pooled = m.layers[0][:2](x)  # conv, then pool
+    assert (pooled < 0).any() and (pooled > 0).any()  # both kinds of window occurred
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

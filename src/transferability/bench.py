@@ -4,15 +4,16 @@ On the same network and data it measures training images/s for
 (1) a plain torchvision DataLoader pipeline (PIL images, per-sample transforms, workers),
 (2) the project's path (uint8 data resident on the device, batch augmentation: `train.train`),
 (3) the compute bound: the same training step repeated on one pre-made batch, no input work;
-and evaluation images/s. From (2) it estimates a profile's wall time; with a results table it
-also reports the measured one. On a GPU it adds achieved FLOP/s against the device's peak and
-the peak memory.
+and evaluation images/s, and the FLOP/s that (2) achieves. From (2) it estimates a profile's
+wall time; with a results table it also reports the measured one. On a GPU it adds the
+device's peak FLOP/s and the peak memory.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class Bench:
     threads: int
     batch_size: int
     images: int
+    rounds: int
     flop_per_img: float | None = None
     achieved_flop_s: float | None = None
     peak_flop_s: float | None = None
@@ -52,6 +54,8 @@ class Bench:
         return {
             "project_vs_compute_bound": self.project_img_s / self.compute_bound_img_s,
             "project_vs_dataloader": self.project_img_s / self.dataloader_img_s,
+            # the most that any input path could gain over the DataLoader on this machine
+            "compute_bound_vs_dataloader": self.compute_bound_img_s / self.dataloader_img_s,
         }
 
 
@@ -60,20 +64,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, repeats: int = 3) -> float:
-    """The best of `repeats` timings of fn(): the least disturbed by the rest of the machine."""
-    best = math.inf
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
 
 
-def dataloader_img_s(task: TaskData, cfg: Config, model, steps: int, workers: int) -> float:
-    """Images/s of the textbook pipeline: PIL images, per-sample transforms, a DataLoader."""
+TimedPath = tuple[int, Callable[[], None]]  # (images per call, a function that trains on them)
+
+
+def interleaved(paths: dict[str, TimedPath], device: torch.device, rounds: int) -> dict[str, float]:
+    """Images/s of each path: the best of `rounds` timings, the paths taking turns in every
+    round, so that a slow spell of a shared machine slows all paths alike rather than whichever
+    happened to run during it."""
+    best = dict.fromkeys(paths, math.inf)
+    for _ in range(rounds):
+        for name, (_, fn) in paths.items():
+            best[name] = min(best[name], _timed(fn, device))
+    return {name: images / best[name] for name, (images, _) in paths.items()}
+
+
+def dataloader_epoch(task: TaskData, cfg: Config, model, workers: int) -> TimedPath:
+    """One training epoch of the textbook pipeline: PIL images, per-sample transforms, a
+    DataLoader with workers started afresh for the epoch (PyTorch's default)."""
     from PIL import Image
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
@@ -99,28 +114,19 @@ def dataloader_img_s(task: TaskData, cfg: Config, model, steps: int, workers: in
                         num_workers=workers, drop_last=True)  # fmt: skip
     opt = optimizer_for(model, cfg.train)
     model.train()
-    batches = iter(())
 
-    def run(n):
-        nonlocal batches
-        for _ in range(n):
-            batch = next(batches, None)
-            if batch is None:  # a new epoch
-                batches = iter(loader)
-                batch = next(batches)
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    def epoch():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-    run(3)  # warm-up (and worker start)
-    seconds = _timed(lambda: run(steps), device)
-    del batches  # stops the workers before anything else is timed
-    return steps * cfg.train.batch_size / seconds
+    return len(loader) * cfg.train.batch_size, epoch
 
 
-def compute_bound_img_s(data: DeviceTask, cfg: Config, model, steps: int) -> float:
+def compute_bound_steps(data: DeviceTask, cfg: Config, model, steps: int) -> TimedPath:
     """The training step alone, repeated on one pre-made batch: no input work at all."""
     device = data.train_x.device
     pick = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
@@ -129,16 +135,15 @@ def compute_bound_img_s(data: DeviceTask, cfg: Config, model, steps: int) -> flo
     opt = optimizer_for(model, cfg.train)
     model.train()
 
-    def run(n):
-        for _ in range(n):
+    def run():
+        for _ in range(steps):
             with autocast(device):
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-    run(3)
-    return steps * len(x) / _timed(lambda: run(steps), device)
+    return steps * len(x), run
 
 
 def flop_per_image(model, data: DeviceTask, batch: int) -> float:
@@ -157,13 +162,15 @@ def run_bench(
     dataset: Dataset,
     splits: list[Split],
     images: int,
-    steps: int,
+    rounds: int,
     loader_workers: int,
     device: torch.device,
     measured_s: float | None = None,
 ) -> Bench:
+    """Each path trains for one epoch of `images` images per timing (the compute bound takes
+    the same number of steps); `rounds` timings per path, interleaved; the best counts."""
     # repeating one batch drives the gradients towards zero; on a CPU, denormal floats would
-    # then slow the compute bound down, so all three paths flush them
+    # then slow the compute bound down, so all paths flush them
     torch.set_flush_denormal(True)
     classes = splits[0].classes("A")  # the timed task: task A of the first split
     per_class = max(1, images // len(classes))
@@ -178,33 +185,45 @@ def run_bench(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # the textbook pipeline, as a user would write it: default memory format, fp32, no autotuning
-    loader = dataloader_img_s(task, cfg, build(net, 0).to(device), steps, loader_workers)
+    loader = dataloader_epoch(task, cfg, build(net, 0).to(device), loader_workers)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    bound = compute_bound_img_s(data, cfg, fresh(), steps)
+    steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
+    bound = compute_bound_steps(data, cfg, fresh(), steps)
 
     one_epoch = cfg.train.model_copy(update={"epochs": 1, "progress": False, "warmup_epochs": 0})
     model = fresh()
-    train(model, data, one_epoch, seed=0)  # warm-up: allocator, kernels, autotuning
-    train_s = min(train(fresh(), data, one_epoch, seed=0).seconds for _ in range(3))
-    # train() also evaluates the (small) test set once per epoch: take that time out
-    evals = []
-    for _ in range(3):
-        evals.append(_timed(lambda: evaluate(model, data, data.test_x, data.test_y,
-                                             cfg.train.eval_batch_size), device))  # fmt: skip
-    eval_s = min(evals)
-    project = len(data.train_x) / max(1e-9, train_s - eval_s)
-    eval_rate = len(data.test_x) / eval_s
 
-    bench = Bench(loader, project, bound, eval_rate, str(device), torch.get_num_threads(),
-                  cfg.train.batch_size, len(data.train_x))  # fmt: skip
+    def project():  # train() also evaluates the (small) test set once: timed apart, taken out
+        train(fresh(), data, one_epoch, seed=0)
+
+    def evaluation():
+        evaluate(model, data, data.test_x, data.test_y, cfg.train.eval_batch_size)
+
+    paths = {
+        "dataloader": loader,
+        "compute_bound": bound,
+        "project_with_eval": (len(data.train_x), project),
+        "eval": (len(data.test_x), evaluation),
+    }
+    for _, fn in paths.values():  # warm-up: workers, allocator, kernels, autotuning
+        fn()
+    img_s = interleaved(paths, device, rounds)
+    eval_s = len(data.test_x) / img_s["eval"]
+    project_s = len(data.train_x) / img_s["project_with_eval"] - eval_s
+
+    bench = Bench(img_s["dataloader"], len(data.train_x) / max(1e-9, project_s),
+                  img_s["compute_bound"], img_s["eval"], str(device), torch.get_num_threads(),
+                  cfg.train.batch_size, len(data.train_x), rounds)  # fmt: skip
+    bench.flop_per_img = flop_per_image(fresh(), data, cfg.train.batch_size)
+    bench.achieved_flop_s = bench.flop_per_img * bench.project_img_s
     if device.type == "cuda":
-        bench.flop_per_img = flop_per_image(fresh(), data, cfg.train.batch_size)
-        bench.achieved_flop_s = bench.flop_per_img * project
         name = torch.cuda.get_device_name(device)
         bench.peak_flop_s = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
         bench.peak_memory_mib = torch.cuda.max_memory_allocated(device) / 2**20
-    bench.study_networks, bench.study_estimated_s = estimate_study(cfg, dataset, splits, project)
+    bench.study_networks, bench.study_estimated_s = estimate_study(
+        cfg, dataset, splits, bench.project_img_s
+    )
     bench.study_measured_s = measured_s
     return bench
 
@@ -225,14 +244,16 @@ def estimate_study(
 def table(b: Bench) -> str:
     r = b.ratios
     lines = [
-        f"device {b.device}, {b.threads} CPU threads, batch {b.batch_size}, {b.images} images",
+        f"device {b.device}, {b.threads} CPU threads, batch {b.batch_size}, {b.images} images, "
+        f"best of {b.rounds} interleaved rounds",
         f"{'path':<44}{'images/s':>12}",
         f"{'(1) DataLoader + PIL + per-sample transforms':<44}{b.dataloader_img_s:>12.0f}",
         f"{'(2) project: device-resident uint8, batch aug':<44}{b.project_img_s:>12.0f}",
         f"{'(3) compute bound: one pre-made batch':<44}{b.compute_bound_img_s:>12.0f}",
         f"{'evaluation':<44}{b.eval_img_s:>12.0f}",
         f"project / compute bound: {r['project_vs_compute_bound']:.2f}   "
-        f"project / DataLoader: {r['project_vs_dataloader']:.2f}x",
+        f"project / DataLoader: {r['project_vs_dataloader']:.2f}x   "
+        f"(compute bound / DataLoader: {r['compute_bound_vs_dataloader']:.2f}x)",
     ]
     if b.flop_per_img:
         util = (
@@ -240,9 +261,9 @@ def table(b: Bench) -> str:
             if (b.peak_flop_s)
             else ""
         )
-        lines.append(f"training FLOP/image {b.flop_per_img / 1e6:.0f}M; achieved "
-                     f"{b.achieved_flop_s / 1e12:.2f} TFLOP/s{util}; peak memory "
-                     f"{b.peak_memory_mib:.0f} MiB")  # fmt: skip
+        memory = f"; peak memory {b.peak_memory_mib:.0f} MiB" if b.peak_memory_mib else ""
+        lines.append(f"training FLOP/image {b.flop_per_img / 1e6:.0f}M; achieved by (2) "
+                     f"{b.achieved_flop_s / 1e9:.0f} GFLOP/s{util}{memory}")  # fmt: skip
     if b.study_networks:
         line = (f"profile: {b.study_networks} networks, estimated "
                 f"{b.study_estimated_s / 60:.1f} min")  # fmt: skip

@@ -198,10 +198,15 @@ def study(cfg):
 @cli.command()
 @with_params
 @click.option("--images", default=5000, show_default=True, help="Training images to time on.")
-@click.option("--steps", default=30, show_default=True, help="Batches per timed measurement.")
+@click.option(
+    "--rounds",
+    default=5,
+    show_default=True,
+    help="Timings per path (one epoch each), interleaved; the best counts.",
+)
 @click.option("--loader-workers", default=2, show_default=True, help="DataLoader workers.")
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
-def bench(cfg, images, steps, loader_workers, json_path):
+def bench(cfg, images, rounds, loader_workers, json_path):
     """Training images/s: DataLoader pipeline vs the project's path vs the compute bound."""
     import torch
 
@@ -213,7 +218,7 @@ def bench(cfg, images, steps, loader_workers, json_path):
     ds = _dataset(cfg)
     splits = configured_splits(cfg, ds.classes)
     measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-    b = run_bench(cfg, ds, splits, images, steps, loader_workers,
+    b = run_bench(cfg, ds, splits, images, rounds, loader_workers,
                   resolve_device(cfg.train.device), measured)  # fmt: skip
     click.echo(table(b))
     if json_path:

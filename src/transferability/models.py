@@ -30,7 +30,9 @@ class FCSpec:
 
 
 # conv layers are 3x3 (padding 1) + ReLU (+ 2x2 max-pool); fc layers are Linear + ReLU + dropout,
-# except the last, a plain Linear onto the classes.
+# except the last, a plain Linear onto the classes. Max-pooling and ReLU commute exactly (ReLU is
+# monotonic, and a window whose maximum is negative passes no gradient either way), so a pooled
+# layer pools first: the same outputs and gradients bit for bit, ReLU on a quarter of the values.
 ARCHITECTURES: dict[str, tuple[ConvSpec | FCSpec, ...]] = {
     # 3 conv + 2 FC, ~0.88M parameters at width 1, ~90% of them in fc4 as in AlexNet.
     "cifar5": (
@@ -95,10 +97,11 @@ class TransferNet(nn.Module):
                 if features is not None:
                     raise ValueError(f"{cfg.arch}: a conv layer cannot follow an FC layer")
                 out = _scaled(spec.channels, cfg.width)
-                block = [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU(inplace=True)]
+                block: list[nn.Module] = [nn.Conv2d(channels, out, 3, padding=1)]
                 if spec.pool:
                     block.append(nn.MaxPool2d(2))
                     size //= 2
+                block.append(nn.ReLU(inplace=True))
                 channels = out
                 layers.append(nn.Sequential(*block))
             else:

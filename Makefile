@@ -8,9 +8,10 @@ BIN     := $(VENV)/bin
 DATA    ?=
 PROFILE ?= quick
 # The paper-scale profile, for a GPU: full task data, 20 epochs, 4 random splits and the
-# dissimilar split, both directions, every treatment (applied with dvc exp run -S).
+# dissimilar split, both directions, every treatment (applied with dvc exp run -S); 8 networks
+# train at a time in separate processes, sharing the GPU (not yet timed on one).
 PAPER   := -S data.train_per_class=null -S train.epochs=20 -S model.dropout=0.5 \
-           -S 'split.random_seeds=[0,1,2,3]' -S split.dissimilar=true
+           -S 'split.random_seeds=[0,1,2,3]' -S split.dissimilar=true -S study.workers=8
 DVC_REPRO = $(if $(filter paper,$(PROFILE)),dvc exp run $(PAPER),dvc repro)
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \

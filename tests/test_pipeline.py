@@ -42,6 +42,7 @@ def repo(tmp_path):
     params["model"]["width"] = 0.25
     params["train"] |= {"epochs": 1, "batch_size": 16, "progress": False}
     params["study"]["cuts"] = [1]
+    params["split"]["dissimilar"] = False  # one split is enough to test the stages
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")

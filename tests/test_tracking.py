@@ -26,6 +26,8 @@ def test_one_run_per_row_with_every_tag_and_source_links(tiny_study, tmp_path, m
     client = MlflowClient(mlflow_store)
     parents, nets = children(client)
     assert len(parents) == 1
+    exp = client.get_experiment(parents[0].info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view
     assert sorted(r.data.tags["network"] for r in nets) == sorted(r["network"] for r in rows)
     by_id = {r.info.run_id: r for r in nets}
     for run in nets:

@@ -19,6 +19,7 @@ from pathlib import Path
 from transferability.config import Config
 
 EXPERIMENT = "transferability"
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -101,7 +102,8 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.create_experiment(EXPERIMENT)
+            # the UI opens a model-training experiment on its runs table, not on GenAI traces
+            return self.client.create_experiment(EXPERIMENT, tags={EXPERIMENT_KIND: MODEL_TRAINING})
         except MlflowException:  # another process created it first
             return self.client.get_experiment_by_name(EXPERIMENT).experiment_id
 

@@ -24,7 +24,7 @@ from transferability.data import Dataset, TaskData, task_view
 from transferability.models import NetConfig, build
 from transferability.splits import Split
 from transferability.study import plan
-from transferability.train import DeviceTask, autocast, evaluate, optimizer_for, train
+from transferability.train import DeviceTask, evaluate, optimizer_for, train, train_step
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -127,7 +127,8 @@ def dataloader_epoch(task: TaskData, cfg: Config, model, workers: int) -> TimedP
 
 
 def compute_bound_steps(data: DeviceTask, cfg: Config, model, steps: int) -> TimedPath:
-    """The training step alone, repeated on one pre-made batch: no input work at all."""
+    """The training step alone (`train_step`, as `train` runs it), repeated on one pre-made
+    batch: no input work at all."""
     device = data.train_x.device
     pick = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
     pick = pick[: cfg.train.batch_size].to(device)  # a batch of mixed classes, as in training
@@ -137,11 +138,7 @@ def compute_bound_steps(data: DeviceTask, cfg: Config, model, steps: int) -> Tim
 
     def run():
         for _ in range(steps):
-            with autocast(device):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, x, y)
 
     return steps * len(x), run
 

@@ -118,6 +118,17 @@ def optimizer_for(model: TransferNet, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
+def train_step(model: TransferNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+    """One optimizer step on a normalised batch (bf16 autocast on CUDA); returns logits, loss."""
+    with autocast(x.device):
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out, loss
+
+
 @dataclass
 class TrainResult:
     test_acc: float
@@ -170,12 +181,7 @@ def train(
                     xb = batch_crop_flip(xb, cfg.crop_padding, gen)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(cfg, step, steps_per_epoch)
-                with autocast(device):
-                    out = model(data.normalise(xb))
-                    loss = F.cross_entropy(out, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                out, loss = train_step(model, opt, data.normalise(xb), yb)
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.detach().argmax(1) == yb).sum()
                 step += 1

@@ -228,8 +228,9 @@ def run_bench(
 def estimate_study(
     cfg: Config, dataset: Dataset, splits: list[Split], img_s: float
 ) -> tuple[int, float]:
-    """Networks in the profile and its wall time at `img_s` on one worker (no frozen speed-up:
-    an upper bound), counting one test evaluation per epoch at a third of a training image."""
+    """Networks in the profile and its wall time at `img_s` on one worker, counting one test
+    evaluation per epoch at a third of a training image. Not a bound either way: it leaves out
+    the cheaper backward pass of frozen networks, and `img_s` is a best timing."""
     jobs = plan(cfg, splits)
     n_classes = len(dataset.classes) / 2
     per_class = cfg.data.train_per_class or (len(dataset.train_x) / len(dataset.classes))

@@ -1,18 +1,20 @@
 # Two entry points for a fresh machine (see README):
-#   make repro   set up, then `dvc repro` (quick profile; DATA=path: an offline CIFAR-10 copy;
-#                PROFILE=paper: the paper-scale profile, for a GPU)
+#   make repro   set up, then run the pipeline: the reference profile (params.yaml) with
+#                `dvc repro`; PROFILE=quick|paper (profiles.yaml) with `dvc exp run --temp`, which
+#                leaves the workspace and the committed results alone. DATA=path: an offline
+#                CIFAR-10 copy; EXTRA="-S key=value ...": more overrides (profiles only).
 #   make test    set up, then lint and run the tests
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?=
-PROFILE ?= quick
-# The paper-scale profile, for a GPU: full task data, 20 epochs, 4 random splits and the
-# dissimilar split, both directions, every treatment (applied with dvc exp run -S); 8 networks
-# train at a time in separate processes, sharing the GPU (not yet timed on one).
-PAPER   := -S data.train_per_class=null -S train.epochs=20 -S model.dropout=0.5 \
-           -S 'split.random_seeds=[0,1,2,3]' -S split.dissimilar=true -S study.workers=8
-DVC_REPRO = $(if $(filter paper,$(PROFILE)),dvc exp run $(PAPER),dvc repro)
+PROFILE ?= reference
+EXTRA   ?=
+NAME    ?= $(PROFILE)
+PROFILE_ARGS = $(shell $(if $(wildcard $(BIN)/transferability),$(BIN)/)transferability profile $(PROFILE))
+DATA_ARG = $(if $(DATA),-S data.source=$(abspath $(DATA)))
+EXP_RUN = dvc exp run --temp --name $(NAME) $(PROFILE_ARGS) $(DATA_ARG) $(EXTRA)
+DVC_REPRO = $(if $(filter reference,$(PROFILE)),dvc repro,$(EXP_RUN))
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
                 texlive-fonts-recommended lmodern
@@ -45,7 +47,9 @@ test: lint tex
 
 repro: setup tex
 ifneq ($(DATA),)
+ifeq ($(PROFILE),reference)
 	sed -i 's|^  source: .*|  source: $(DATA)|' params.yaml
+endif
 endif
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/$(DVC_REPRO)
 

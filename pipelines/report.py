@@ -1,6 +1,10 @@
 """DVC stage `report`: papermill runs report/report.ipynb on results/, then latexmk builds the PDF.
 
 python pipelines/report.py RESULTS_DIR
+
+The notebook only draws and formats what the aggregate stage wrote (claims.csv, summary.json,
+...). Its executed copy is kept as report/build/report.ipynb; it writes the figures, tables and
+macros into report/generated/, with results.md, the README's results section.
 """
 
 import shutil
@@ -13,10 +17,16 @@ import papermill
 REPORT = Path("report")
 GENERATED = REPORT / "generated"
 FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
+WRITTEN = ("numbers.tex", "table_table1.tex", "table_claims.tex", "results.md")
 
 
 def main(results_dir: str) -> None:
     (REPORT / "build").mkdir(parents=True, exist_ok=True)
+    # what an earlier run wrote goes first: a table of a split kind this study lacks must not
+    # linger and be typeset
+    for pattern in ("fig_*.pdf", "fig_*.png", "table_*.tex", "numbers.tex", "results.md"):
+        for stale in GENERATED.glob(pattern):
+            stale.unlink()
     papermill.execute_notebook(
         REPORT / "report.ipynb",
         REPORT / "build" / "report.ipynb",
@@ -29,13 +39,12 @@ def main(results_dir: str) -> None:
         progress_bar=False,
     )
     missing = [
-        f"{f}.{e}"
-        for f in FIGURES
-        for e in ("pdf", "png")
-        if not (GENERATED / f"{f}.{e}").is_file()
+        name
+        for name in (*(f"{f}.{e}" for f in FIGURES for e in ("pdf", "png")), *WRITTEN)
+        if not (GENERATED / name).is_file() or (GENERATED / name).stat().st_size == 0
     ]
     if missing:
-        sys.exit(f"report: figures missing from {GENERATED}: {missing}")
+        sys.exit(f"report: the notebook did not write {missing} into {GENERATED}")
     if shutil.which("latexmk") is None:
         sys.exit("report: latexmk not found; install TeX (see README) to build the PDF")
     subprocess.run(
@@ -51,7 +60,7 @@ def main(results_dir: str) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    print(f"report: {REPORT / 'build' / 'paper.pdf'}")
+    print(f"report: {REPORT / 'build' / 'paper.pdf'}, {GENERATED / 'results.md'}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def tiny_cfg(tmp_path):
     """A study small enough for a test: cifar5 at width 0.25, one epoch, two cuts."""
     return config.validate(
         {
+            "data": {"val_per_class": 8},
             "model": {"arch": "cifar5", "width": 0.25},
             "train": {"epochs": 1, "batch_size": 32, "progress": False, "threads": 1},
             "study": {

@@ -1,94 +1,251 @@
+"""Block-level statistics and the claims' rules, on tables whose answers were worked out by hand."""
+
 import math
 
 import pandas as pd
 import pytest
+from scipy import stats
 
-from transferability.analysis import analyse, gap_table, mean_ci, table1, unit_table
-from transferability.study import COLUMNS, write_runs
+from transferability.analysis import (
+    analyse,
+    block_values,
+    claims,
+    diff,
+    gap_table,
+    interval,
+    table1,
+    unit_table,
+)
+from transferability.config import AnalysisConfig
+from transferability.runner import write_runs
+from transferability.study import COLUMNS
 
-
-def row(split, seed, direction, treatment, n, acc):
-    s, t = direction.split("->") if direction else ("", "B" if treatment == "baseB" else "A")
-    if treatment in ("baseA", "baseB"):
-        t, treatment = treatment[-1], "base"
-    return {
-        "network": f"{split}/s{seed}/{treatment}{n}{t}{direction}",
-        "split": split,
-        "split_kind": "random",
-        "seed": seed,
-        "direction": direction,
-        "source_task": s,
-        "target_task": t,
-        "treatment": treatment,
-        "n": n,
-        "test_acc": acc,
-        "train_acc": acc,
-    }
+RULES = AnalysisConfig()
+L = 5  # cifar5: cuts 1..4
 
 
-@pytest.fixture
-def runs():
-    """Two splits, direction A->B, cuts 1 and 2, with numbers chosen by hand."""
+def make_runs(blocks, acc, kind="random", classes=5):
+    """Rows of `blocks` blocks, both directions, cuts 1..4; acc(block, direction, treatment, n)
+    gives each test accuracy (treatment "base" with n=0 for the bases)."""
     rows = []
-    for split, base in (("r0", 0.80), ("r1", 0.70)):
-        rows += [row(split, 0, "", "baseA", 0, 0.5), row(split, 0, "", "baseB", 0, base)]
-        for n, (bnb, anb, bnbp, anbp, rnb) in {
-            1: (base, base - 0.01, base + 0.01, base + 0.02, base - 0.1),
-            2: (base - 0.05, base - 0.15, base, base + 0.03, base - 0.3),
-        }.items():
-            accs = (bnb, anb, bnbp, anbp, rnb)
-            for t, acc in zip(("BnB", "AnB", "BnB+", "AnB+", "RnB"), accs, strict=True):
-                rows.append(row(split, 0, "A->B", t, n, acc))
+    for b in range(blocks):
+        split = f"{kind}{b}"
+        for t in ("A", "B"):
+            rows.append(_row(split, kind, "", "", t, "base", 0, acc(b, t, "base", 0), classes))
+        for d in ("A->B", "B->A"):
+            s, t = d.split("->")
+            for n in range(1, L):
+                for tr in ("BnB", "BnB+", "AnB", "AnB+", "RnB"):
+                    rows.append(_row(split, kind, d, s, t, tr, n, acc(b, t, tr, n), classes))
     return pd.DataFrame(rows)
 
 
-def test_gaps_are_paired_differences_against_the_same_target_base(runs):
+def _row(split, kind, d, s, t, tr, n, acc, classes):
+    return {
+        "network": f"{split}/s0/{tr}{n}{t}{d}",
+        "split": split,
+        "split_kind": kind,
+        "seed": 0,
+        "direction": d,
+        "source_task": s,
+        "target_task": t,
+        "treatment": tr,
+        "n": n,
+        "test_acc": acc,
+        "train_acc": acc,
+        "num_classes": classes,
+    }
+
+
+def by_claim(df):
+    return df.set_index("claim")
+
+
+def test_table1_averages_inside_blocks_then_intervals_over_blocks():
+    """AnB+ − baseB is 0.01·b + 0.001·n in direction A->B and 0.01·b − 0.001·n in B->A: the
+    block means are 0.01·b (n cancels between directions), so the interval is the t interval of
+    {0, .01, .02, .03, .04} with df = 4, not one over the 40 (unit, cut) rows."""
+
+    def acc(b, t, tr, n):
+        if tr == "base":
+            return 0.6
+        sign = 1 if t == "B" else -1
+        return 0.6 + 0.01 * b + sign * 0.001 * n if tr == "AnB+" else 0.6
+
+    units = unit_table(make_runs(5, acc))
+    t1 = table1(units, L, RULES).set_index("cuts")
+    v = [0, 0.01, 0.02, 0.03, 0.04]
+    half = stats.t.ppf(0.975, 4) * stats.sem(v)
+    assert t1.loc["all", "over_baseB_estimate"] == pytest.approx(0.02)
+    assert t1.loc["all", "over_baseB_ci_high"] - 0.02 == pytest.approx(half)
+    assert t1.loc["all", "over_baseB_blocks"] == 5
+    assert (t1.loc["upper_half", "n_from"], t1.loc["top", "n_from"]) == (2, 3)
+    pooled = stats.sem(
+        [0.01 * b + s * 0.001 * n for b in range(5) for s in (1, -1) for n in (1, 2, 3, 4)]
+    )
+    assert half > 2 * stats.t.ppf(0.975, 39) * pooled  # the dependent-rows interval is far narrower
+
+
+def test_no_interval_or_verdict_from_fewer_blocks_than_the_rule():
+    runs = make_runs(4, lambda b, t, tr, n: 0.6 + 0.001 * b if tr != "AnB" else 0.55)
     units = unit_table(runs)
-    assert len(units) == 4
-    g = gap_table(units).set_index(["gap", "n"])["mean"]
-    assert g["co_adaptation", 1] == pytest.approx(0.0)
-    assert g["co_adaptation", 2] == pytest.approx(0.05)
-    assert g["specificity", 1] == pytest.approx(0.01)
-    assert g["specificity", 2] == pytest.approx(0.10)
-    assert g["fine_tuning_benefit", 2] == pytest.approx(0.18)
-    assert g["transfer_boost", 2] == pytest.approx(0.03)
-    assert g["selffer_fine_tuning", 1] == pytest.approx(0.01)
-    assert g["random_frozen_drop", 2] == pytest.approx(0.3)
+    g = gap_table(units, RULES)
+    assert g.ci_low.isna().all() and (g.blocks == 4).all()
+    c = claims(units, L, RULES)
+    assert (c.verdict == "not testable").all()
+    assert c.ci_low.isna().all()
+    assert "fewer than 5 random-split blocks" in by_claim(c).loc["specificity_grows", "rule"]
 
 
-def test_paired_gaps_have_no_spread_when_splits_differ_only_in_level(runs):
-    # the two splits' bases differ by 0.1, but every gap is the same in both: zero-width CI
-    g = gap_table(unit_table(runs))
-    assert (g.ci_high - g.ci_low).abs().max() == pytest.approx(0.0, abs=1e-12)
-    assert (g["count"] == 2).all()
+def test_equivalence_never_calls_an_interval_that_excludes_zero_general():
+    """BnB − AnB at n=1 per block: [0.25, 1.27]-like data excludes 0 → not general."""
+    spec = {"general": [0.2, -0.3, 0.1, 0.0, -0.1], "excludes_0": [0.5, 0.9, 0.7, 1.0, 0.6],
+            "huge": [3.0, 3.2, 2.9, 3.1, 3.3]}  # fmt: skip
+    verdicts = {}
+    for name, pts in spec.items():
+
+        def acc(b, t, tr, n, pts=pts):
+            if tr == "AnB" and n == 1:
+                return 0.6 - pts[b] / 100
+            return 0.6
+
+        verdicts[name] = by_claim(claims(unit_table(make_runs(5, acc)), L, RULES)).loc[
+            "first_layer_general"
+        ]
+    assert verdicts["general"].verdict == "supported"
+    assert verdicts["general"].estimate == pytest.approx(-0.02)
+    assert verdicts["excludes_0"].ci_low > 0 and verdicts["excludes_0"].verdict != "supported"
+    assert verdicts["huge"].verdict == "contradicted"
 
 
-def test_table1_pools_cut_ranges():
-    units = pd.DataFrame({
-        "split": ["r"] * 4, "split_kind": ["random"] * 4, "seed": [0] * 4,
-        "direction": ["A->B"] * 4, "n": [1, 2, 3, 4],
-        "baseB": [0.5] * 4, "BnB+": [0.5, 0.5, 0.5, 0.6], "AnB+": [0.51, 0.52, 0.53, 0.54],
-    })  # fmt: skip
-    t = table1(units, num_layers=5).set_index("cuts")
-    assert t.loc["all", "over_baseB_mean"] == pytest.approx(0.025)
-    assert t.loc["upper_half", "over_baseB_mean"] == pytest.approx(0.035)
-    assert (t.loc["upper_half", "n_from"], t.loc["top", "n_from"]) == (3, 4)
-    assert t.loc["top", "over_BnB_plus_mean"] == pytest.approx(-0.06)
+def test_unconverged_bases_make_coadaptation_and_boost_not_testable():
+    """B4B beats baseB by 2 points: the base has not converged."""
+
+    def acc(b, t, tr, n):
+        if tr == "base":
+            return 0.60 + 0.001 * b
+        return 0.62 + 0.001 * b + 0.0005 * (b % 2) if tr in ("BnB", "BnB+", "AnB+") else 0.5
+
+    c = by_claim(claims(unit_table(make_runs(5, acc)), L, RULES))
+    assert c.loc["converged_top_selffer", "verdict"] == "contradicted"
+    assert c.loc["converged_top_selffer", "estimate"] == pytest.approx(2.0, abs=0.05)
+    for claim in ("coadaptation_middle", "boost_over_base", "boost_over_selffer"):
+        assert c.loc[claim, "verdict"] == "not testable"
+        assert "have not converged" in c.loc[claim, "rule"]
+    assert c.loc["specificity_grows", "verdict"] != "not testable"
 
 
-def test_mean_ci_is_a_t_interval():
-    r = mean_ci([1.0, 2.0, 3.0])
-    assert r["mean"] == 2.0 and r["count"] == 3
-    assert r["ci_high"] - 2.0 == pytest.approx(4.302653 * 1 / math.sqrt(3), rel=1e-5)
-    assert math.isnan(mean_ci([1.0])["ci_low"])
+def test_claims_on_a_hand_made_study_match_the_hand_computation():
+    """Converged bases; specificity 0.1·n² points... every claim worked out by hand."""
+    noise = [0.0, 0.002, -0.002, 0.001, -0.001]  # per block
+
+    def acc(b, t, tr, n):
+        e = noise[b]
+        return {
+            "base": 0.70 + e,
+            "BnB": 0.70
+            + e
+            - (0.01 if n in (2, 3) else 0.0)
+            + e,  # co-adaptation 1 pt in the middle
+            "BnB+": 0.70 + e,
+            "AnB": 0.70 + e - 0.001 * n * n + e,  # specificity 0.1·n² points
+            "AnB+": 0.71 + e,  # boost 1 point, also over BnB+
+            "RnB": 0.45 + e,
+        }[tr]
+
+    units = unit_table(make_runs(5, acc))
+    c = by_claim(claims(units, L, RULES))
+    # co-adaptation: baseB − BnB over n=2,3 inside each block = 1 − 100·e points
+    co = [1 - 100 * e for e in noise]
+    assert c.loc["coadaptation_middle", "estimate"] == pytest.approx(sum(co) / 5)
+    assert c.loc["coadaptation_middle", "verdict"] == "supported"
+    # specificity at n=4 minus at n=1: (1.6 − 0.1) points − 0 (the noise is paired out)
+    assert c.loc["specificity_grows", "estimate"] == pytest.approx(1.5)
+    assert c.loc["specificity_grows", "ci_low"] == pytest.approx(1.5)
+    assert c.loc["specificity_grows", "verdict"] == "supported"
+    for claim in ("boost_over_base", "boost_over_selffer", "finetune_recovers"):
+        assert c.loc[claim, "estimate"] == pytest.approx(1.0)
+        assert c.loc[claim, "verdict"] == "supported"
+    assert c.loc["random_frozen_collapse", "verdict"] == "supported"
+    assert c.loc["dissimilar_worse", "verdict"] == "not testable"  # no dissimilar blocks
 
 
-def test_analyse_writes_the_results_files(runs, tmp_path):
+def test_dissimilar_is_compared_normalised_for_chance():
+    """Dissimilar tasks of 4/6 classes vs random 5/5: (acc − chance)/(baseB − chance)."""
+
+    def rnd(b, t, tr, n):
+        return {"base": 0.60, "AnB": 0.60 - 0.004 * b}.get(tr, 0.6)
+
+    def dis(b, t, tr, n):
+        return {"base": 0.70, "AnB": 0.60 - 0.004 * b}.get(tr, 0.7)
+
+    runs = pd.concat([make_runs(5, rnd), make_runs(3, dis, "dissimilar", classes=6)])
+    c = by_claim(claims(unit_table(runs), L, RULES)).loc["dissimilar_worse"]
+    chance = 1 / 6
+    d_dis = [1 - (0.60 - 0.004 * b - chance) / (0.70 - chance) for b in range(3)]
+    d_rnd = [1 - (0.60 - 0.004 * b - 0.2) / (0.60 - 0.2) for b in range(5)]
+    assert c.estimate == pytest.approx(100 * (sum(d_dis) / 3 - sum(d_rnd) / 5))
+    ci = stats.ttest_ind(d_dis, d_rnd, equal_var=False).confidence_interval(0.95)
+    assert c.ci_low == pytest.approx(100 * ci.low) and c.verdict == "supported"
+
+
+def test_block_values_need_every_input_of_a_block():
+    runs = make_runs(2, lambda b, t, tr, n: 0.6)
+    runs = runs[
+        ~((runs.split == "random1") & (runs.treatment == "AnB") & (runs.direction == "B->A"))
+    ]
+    v = block_values(unit_table(runs), diff("BnB", "AnB"), [1])
+    assert list(v.index.get_level_values("split")) == ["random0"]
+
+
+def test_interval_is_scipys_t_interval():
+    r = interval([1.0, 2.0, 3.0], 0.95)
+    assert r["estimate"] == 2.0 and r["blocks"] == 3
+    assert r["ci_high"] - 2.0 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(interval([1.0], 0.95)["ci_low"])
+
+
+def test_analyse_writes_the_results_files(tmp_path):
+    runs = make_runs(5, lambda b, t, tr, n: 0.6 + 0.01 * b if tr != "RnB" else 0.3)
     write_runs(tmp_path / "runs.csv", runs.to_dict("records"))
     assert set(pd.read_csv(tmp_path / "runs.csv").columns) == set(COLUMNS)
-    s = analyse(tmp_path / "runs.csv", tmp_path, num_layers=3)
+    s = analyse(tmp_path / "runs.csv", tmp_path, L, RULES)
+    assert s["blocks"] == {"random": 5}
+    claims_csv = pd.read_csv(tmp_path / "claims.csv")
+    assert list(claims_csv.columns) == [
+        "claim", "statistic", "estimate", "ci_low", "ci_high", "blocks", "verdict", "rule",
+    ]  # fmt: skip
+    for name in ("accuracy.csv", "gaps.csv", "table1.csv", "summary.json", "metrics.json"):
+        assert (tmp_path / name).is_file()
     acc = pd.read_csv(tmp_path / "accuracy.csv")
     base = acc[acc.treatment == "baseB"].iloc[0]
-    assert base["mean"] == pytest.approx(0.75) and base["count"] == 2
-    assert (tmp_path / "gaps.csv").is_file() and (tmp_path / "summary.json").is_file()
-    assert s["networks"] == len(runs) and s["units"] == 2
+    assert base["mean"] == pytest.approx(0.62) and base["blocks"] == 5
+
+
+def test_the_pilot_chooses_the_cheapest_converged_budget():
+    """Two tasks × two seeds; seed noise: val differs by ±0.5 points between seeds → SD 0.707.
+    1000×10 gains 2 points by 20 epochs (not converged); 1000×20 gains 0.3 by 40 but its
+    selffer beats it by 1 point; 500×20 gains 0.2 and its selffer gains 0.1: chosen."""
+    from transferability.analysis import choose_budget
+
+    val = {(1000, 10): 70.0, (1000, 20): 72.0, (1000, 40): 72.3, (500, 20): 65.0, (500, 40): 65.2}
+    gain = {(1000, 10): 0.0, (1000, 20): 1.0, (1000, 40): 0.0, (500, 20): 0.1, (500, 40): 0.0}
+    rows = [
+        {"task": t, "seed": s, "per_class": p, "epochs": e, "image_epochs": 5 * p * e,
+         "val_acc": (v + (0.5 if s else -0.5)) / 100, "selffer_gain": gain[p, e] / 100,
+         "seconds": 1.0}
+        for (p, e), v in val.items() for t in ("A", "B") for s in (0, 1)
+    ]  # fmt: skip
+    table, choice = choose_budget(pd.DataFrame(rows), max_selffer_gain=0.5)
+    assert choice["seed_sd"] == pytest.approx(math.sqrt(0.5))
+    t = table.set_index(["per_class", "epochs"])
+    assert t.loc[(1000, 10), "doubling_gain"] == pytest.approx(2.0)
+    assert not t.loc[(1000, 10), "converged"] and not t.loc[(1000, 20), "converged"]
+    assert t.loc[(500, 20), "converged"]
+    assert choice["chosen"] == (500, 20)
+
+
+def test_a_study_without_the_top_cut_leaves_its_claims_not_testable():
+    runs = make_runs(5, lambda b, t, tr, n: 0.6 + 0.001 * b)
+    c = by_claim(claims(unit_table(runs[runs.n != 4]), L, RULES))
+    assert c.loc["specificity_grows", "verdict"] == "not testable"

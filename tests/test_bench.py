@@ -16,10 +16,26 @@ KEYS = {"dataloader_img_s", "project_img_s", "compute_bound_img_s", "eval_img_s"
 def test_bench_prints_a_table_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data.save(learnable_dataset(n_train=20, n_test=5), tmp_path / "data/prepared/dataset.npz")
-    monkeypatch.setattr(sys, "argv", [
-        "transferability", "bench", "--images", "100", "--rounds", "2", "--loader-workers", "0",
-        "--json", "bench.json", "--set", "model.width=0.25", "--set", "train.batch_size=16",
-    ])  # fmt: skip
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "transferability",
+            "bench",
+            "--images",
+            "100",
+            "--rounds",
+            "2",
+            "--loader-workers",
+            "0",
+            "--json",
+            "bench.json",
+            "--set",
+            "model.width=0.25",
+            "--set",
+            "train.batch_size=16",
+        ],
+    )
     main()
     out = capsys.readouterr().out
     assert "compute bound" in out and "DataLoader" in out

@@ -21,7 +21,7 @@ def test_defaults_and_overrides(tmp_path):
         ("train.epochs=-1", r"train\.epochs: .*greater than or equal to 1"),
         ("study.cuts=[0, 2]", r"study\.cuts: \[0\] out of range 1\.\.4"),
         ("study.cuts=[5]", r"study\.cuts: \[5\] out of range"),
-        ("split.random_seeds=[]", r"random_seeds is empty"),
+        ("split={random_seeds: [], dissimilar: false}", r"random_seeds is empty"),
         ("split.random_seeds=[1, 1]", r"seed twice"),
         ("model.arch=resnet", r"model\.arch"),
         ("study.treatments=[AnB, XnB]", r"study\.treatments\.1"),

@@ -57,8 +57,10 @@ def test_workflow_runs_the_same_script_as_ci_and_uploads_the_pdf():
     assert wf["jobs"]["image"]["if"].startswith("startsWith(github.ref, 'refs/tags/')")
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
-                    reason="hadolint not installed")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
+    reason="hadolint not installed",
+)
 def test_hadolint_passes():
     exe = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
     out = subprocess.run([exe, str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True)

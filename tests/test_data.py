@@ -1,11 +1,17 @@
 import io
+import re
 import shutil
+import struct
 import tarfile
+import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from transferability import data
 from transferability.data import DataError, load, prepare, task_view
 
 from .conftest import make_image_folder
@@ -156,3 +162,137 @@ def test_unreadable_cache_is_an_error_naming_it(tmp_path):
     bad.write_bytes(io.BytesIO(b"nonsense").getvalue())
     with pytest.raises(DataError, match=r"d\.npz"):
         load(bad)
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def png_header(width, height):
+    """A tiny PNG that declares width x height 8-bit grey pixels (a decompression bomb)."""
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1))  # one row of the many declared
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_keeps_its_value_range(tmp_path, fmt):
+    root = folder(tmp_path)
+    values = np.arange(32 * 32, dtype=np.int64).reshape(32, 32) * 64  # 0 .. 65472
+    values[0, :4] = [0, 257, 128 * 257, 65535]
+    im = Image.fromarray(values.astype(np.uint16) if fmt == "PNG" else values.astype(np.int32))
+    assert im.mode == ("I;16" if fmt == "PNG" else "I")
+    im.save(root / "train" / "cat" / "0000.png", fmt)
+    ds = load(prepare(str(root), tmp_path / "d.npz"))
+    got = ds.train_x[0].astype(np.int64)
+    assert got[0, 0, :4].tolist() == [0, 1, 128, 255]
+    assert np.abs(got - values / 257).max() <= 0.5
+    assert (got[0] == got[1]).all() and (got[0] == got[2]).all()
+
+
+@pytest.mark.parametrize(
+    ("mode", "value"), [("I", 70000), ("I", -1), ("F", 0.5)], ids=["I-big", "I-negative", "F"]
+)
+def test_pixel_values_of_unknown_range_are_refused(tmp_path, mode, value):
+    root = folder(tmp_path)
+    Image.new(mode, (32, 32), value).save(root / "test" / "dog" / "0001.png", "TIFF")
+    with pytest.raises(DataError, match=r"test/dog/0001\.png.*values"):
+        prepare(str(root), tmp_path / "d.npz")
+
+
+def test_8_bit_images_decode_bit_for_bit(tmp_path):
+    root = tmp_path / "mixed"
+    for cls, mode in (("a", "L"), ("b", "RGB"), ("c", "RGBA")):
+        make_image_folder(root, classes=[cls], mode=mode, seed=len(cls + mode))
+    ds = load(prepare(str(root), tmp_path / "d.npz"))
+    for name, x in (("train", ds.train_x), ("test", ds.test_x)):
+        files = sorted((root / name).glob("*/*.png"))
+        want = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files]
+        np.testing.assert_array_equal(x, np.stack(want))
+
+
+@pytest.mark.parametrize("side", [20000, 10000, 5000])  # PIL: error, PIL: warning, ours only
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
+    root = folder(tmp_path)
+    (root / "train" / "dog" / "0002.png").write_bytes(png_header(side, side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning leaks either
+        with pytest.raises(
+            DataError, match=rf"too large: .*train/dog/0002\.png \(.*\b{side * side} pixels"
+        ):
+            prepare(str(root), tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar", "zip"])
+def test_oversized_member_is_refused_unread_unless_unused(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 50_000)
+    root = folder(tmp_path)
+    (root / "notes.bin").write_bytes(b"\0" * 60_000)  # outside the layout: never read, fine
+    if kind == "tar":
+        src = tmp_path / "c.tar"
+        with tarfile.open(src, "w") as tf:
+            tf.add(root, arcname="cifar")
+    elif kind == "zip":
+        src = tmp_path / "c.zip"
+        with zipfile.ZipFile(src, "w") as zf:
+            for p in sorted(root.rglob("*")):
+                zf.write(p, p.relative_to(root).as_posix())
+    else:
+        src = root
+    assert load(prepare(str(src), tmp_path / "ok.npz")).train_x.shape == (9, 3, 32, 32)
+
+    big, size = "train/ship/0009.png", 200_000
+    if kind == "tar":
+        info = tarfile.TarInfo(f"cifar/{big}")
+        info.size = size
+        with tarfile.open(src, "a") as tf:
+            tf.addfile(info, io.BytesIO(bytes(size)))
+    elif kind == "zip":
+        with zipfile.ZipFile(src, "a") as zf:
+            zf.writestr(big, bytes(size), zipfile.ZIP_DEFLATED)
+    else:
+        (root / big).write_bytes(bytes(size))
+    opened = []  # what the archive readers were asked to open
+    for cls, method in ((tarfile.TarFile, "extractfile"), (zipfile.ZipFile, "open")):
+        orig = getattr(cls, method)
+        monkeypatch.setattr(
+            cls,
+            method,
+            lambda self, m, *a, _o=orig, **k: (
+                opened.append(getattr(m, "name", m)) or _o(self, m, *a, **k)
+            ),
+        )
+    with pytest.raises(DataError, match=rf"too large: .*{re.escape(big)} \({size} bytes"):
+        prepare(str(src), tmp_path / "d.npz")
+    assert not [n for n in opened if n.endswith(big)]
+
+
+def test_truncated_zip_is_reported_as_a_zip(tmp_path):
+    src = tmp_path / "c.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for p in sorted(folder(tmp_path).rglob("*.png")):
+            zf.write(p, p.relative_to(tmp_path / "src").as_posix())
+    blob = src.read_bytes()
+    src.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match=r"cannot be read: .*c\.zip \(truncated or damaged zip"):
+        prepare(str(src), tmp_path / "d.npz")
+    assert no_leftovers(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_damaged_cache_says_to_delete_it_and_is_rebuilt_by_prepare(tmp_path, damage):
+    root = folder(tmp_path)
+    out = prepare(str(root), tmp_path / "d.npz")
+    blob = out.read_bytes()
+    out.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
+    with pytest.raises(DataError) as e:
+        load(out)
+    assert re.search(
+        r"d\.npz.*\(\w.*\).*delete it and re-run `transferability prepare`", str(e.value)
+    )
+    load(prepare(str(root), out))  # a damaged cache is stale: prepare writes a fresh one

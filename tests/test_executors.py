@@ -5,20 +5,31 @@ from mlflow.tracking import MlflowClient
 
 import transferability.study as study_mod
 from transferability import data
-from transferability.study import run_study
+from transferability.runner import read_runs, run_study
 from transferability.tracking import EXPERIMENT
 
 QUIET = {"log": lambda *_: None}
-SAME = ["network", "treatment", "n", "test_acc", "train_acc", "train_loss", "checkpoint",
-        "fingerprint", "source_network"]  # fmt: skip
+SAME = [
+    "network",
+    "treatment",
+    "n",
+    "test_acc",
+    "train_acc",
+    "train_loss",
+    "checkpoint",
+    "fingerprint",
+    "source_network",
+]
 
 
 def with_study(cfg, tmp_path, name, **study):
     study = {"models_dir": str(tmp_path / name / "models"), **study}
-    return cfg.model_copy(update={
-        "study": cfg.study.model_copy(update=study),
-        "data": cfg.data.model_copy(update={"prepared": str(tmp_path / "dataset.npz")}),
-    })  # fmt: skip
+    return cfg.model_copy(
+        update={
+            "study": cfg.study.model_copy(update=study),
+            "data": cfg.data.model_copy(update={"prepared": str(tmp_path / "dataset.npz")}),
+        }
+    )
 
 
 def networks(uri):
@@ -34,8 +45,9 @@ def networks(uri):
 
 def run(cfg, splits, ds, tmp_path, name, uri, monkeypatch, **study):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{uri}-{name}")
-    rows = run_study(with_study(cfg, tmp_path, name, **study), splits, ds,
-                     tmp_path / name / "runs.csv", **QUIET)  # fmt: skip
+    rows = run_study(
+        with_study(cfg, tmp_path, name, **study), splits, ds, tmp_path / name / "runs.csv", **QUIET
+    )
     return rows, networks(f"{uri}-{name}")
 
 
@@ -54,8 +66,9 @@ def test_executors_give_the_same_rows_and_runs_as_one_process(
     cfg, splits, ds = tiny_study
     data.save(ds, tmp_path / "dataset.npz")
     serial, serial_runs = run(cfg, splits, ds, tmp_path, "one", mlflow_store, monkeypatch)
-    other, other_runs = run(cfg, splits, ds, tmp_path, "other", mlflow_store, monkeypatch,
-                            **executor)  # fmt: skip
+    other, other_runs = run(
+        cfg, splits, ds, tmp_path, "other", mlflow_store, monkeypatch, **executor
+    )
     strip = [{k: r[k] for k in SAME if k != "checkpoint"} for r in serial]
     assert strip == [{k: r[k] for k in SAME if k != "checkpoint"} for r in other]
     assert serial_runs == other_runs and len(serial_runs) == 22
@@ -79,5 +92,5 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
     with pytest.raises(RuntimeError, match=r"(?s)1 network\(s\) failed .*A1B: RuntimeError"):
         run_study(cfg, splits, ds, tmp_path / "runs.csv", **QUIET)
     assert calls["A1B"] == 2 and calls["B1A"] == 2  # retried once
-    done = {r["network"].split("/")[-1] for r in study_mod.read_runs(tmp_path / "runs.csv")}
+    done = {r["network"].split("/")[-1] for r in read_runs(tmp_path / "runs.csv")}
     assert done == {"baseA", "baseB", "A3B", "B1A", "B3A"}

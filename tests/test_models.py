@@ -4,7 +4,6 @@ from torch import nn
 
 from transferability.models import (
     NetConfig,
-    TransferNet,
     build,
     copy_layers,
     load_checkpoint,
@@ -73,15 +72,20 @@ def test_damaged_checkpoint_is_an_error_naming_it(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
 
 
-def test_frozen_batchnorm_keeps_its_running_statistics():
-    m = TransferNet(NetConfig("cifar5", 5))
-    m.layers[0].append(nn.BatchNorm2d(32))
-    m.freeze(1)
-    m.train()
-    before = m.layers[0][-1].running_mean.clone()
-    m(torch.randn(8, 3, 32, 32) + 3)
-    assert torch.equal(m.layers[0][-1].running_mean, before)
-    assert not m.layers[0][-1].training and m.layers[1].training
+def test_init_schemes_differ_in_scale_and_are_reproducible():
+    """he: sqrt(2/fan_in); gaussian: the original's N(0, 0.01); torch: PyTorch's default."""
+    stds = {}
+    for scheme in ("he", "torch", "gaussian"):
+        a, b = (build(NetConfig("cifar5", 5, init=scheme), 3) for _ in range(2))
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+        fc = a.layers[3][1]  # 128 * 4 * 4 = 2048 inputs
+        assert not fc.bias.any()
+        stds[scheme] = fc.weight.std().item()
+    assert stds["he"] == pytest.approx((2 / 2048) ** 0.5, rel=0.02)
+    assert stds["gaussian"] == pytest.approx(0.01, rel=0.02)
+    assert stds["torch"] == pytest.approx((1 / 3 / 2048) ** 0.5, rel=0.02)  # U(±1/sqrt(fan_in))
+    with pytest.raises(ValueError, match=r"model\.init"):
+        build(NetConfig("cifar5", 5, init="xavier"), 0)
 
 
 def test_pooling_before_relu_changes_nothing_bit_for_bit():

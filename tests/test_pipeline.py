@@ -38,11 +38,15 @@ def repo(tmp_path):
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("*.egg-info"))
     make_image_folder(tmp_path / "images", n_train=6, n_test=3)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"] |= {"source": str(tmp_path / "images"), "train_per_class": None}
+    params["data"] |= {
+        "source": str(tmp_path / "images"),
+        "train_per_class": None,
+        "val_per_class": 1,
+    }
     params["model"]["width"] = 0.25
     params["train"] |= {"epochs": 1, "batch_size": 16, "progress": False}
     params["study"]["cuts"] = [1]
-    params["split"]["dissimilar"] = False  # one split is enough to test the stages
+    params["split"] |= {"random_seeds": [0], "dissimilar": False}  # one block tests the stages
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
@@ -67,8 +71,11 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
     assert set(json.loads(dvc(repo, "status", "--json"))) - {"report"} == {"transfer"}
 
     out = dvc(repo, "repro", "aggregate")
-    ran = {s for s in ("prepare", "split", "train_base", "transfer", "aggregate")
-           if f"Running stage '{s}'" in out}  # fmt: skip
+    ran = {
+        s
+        for s in ("prepare", "split", "train_base", "transfer", "aggregate")
+        if f"Running stage '{s}'" in out
+    }
     assert ran == {"transfer", "aggregate"}, out
     assert len(pd.read_csv(repo / "results/runs.csv")) == 2 + 2 * 2 * 5
     assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}

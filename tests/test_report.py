@@ -1,37 +1,142 @@
-"""The report stage on a tiny study: every figure, table and macro, and a PDF that compiles."""
+"""The report stage: the notebook only draws and formats what the aggregate stage decided; on a
+tiny study it writes every figure, table, macro and results.md, and the PDF compiles."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import papermill
 import pytest
 
+from tests.test_analysis import make_runs
 from transferability.analysis import analyse
-from transferability.study import run_study
+from transferability.config import AnalysisConfig
+from transferability.runner import run_study, write_runs
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "report" / "report.ipynb"
+FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
+
+
+def cells():
+    return json.loads(NOTEBOOK.read_text())["cells"]
+
+
+def test_the_notebook_computes_no_statistic():
+    """Intervals and verdicts come from results/ (claims.csv, gaps.csv, ...), never a cell."""
+    source = "\n".join("".join(c["source"]) for c in cells())
+    for word in ("scipy", "stats.", "mean_ci", "ttest"):
+        assert word not in source, f"report.ipynb mentions {word!r}"
+
+
+def test_the_notebook_keeps_its_papermill_parameters():
+    params = [c for c in cells() if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1
+    for name in ("results_dir", "out_dir", "reference_dir"):
+        assert re.search(rf"^{name} = ", "".join(params[0]["source"]), re.M)
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="needs TeX (latexmk)")
-def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path, monkeypatch):
+def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
+    # the top cut is studied: the claims compare spec(top) with spec(1)
+    cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"cuts": [1, 4]})})
     work = tmp_path / "work"
     shutil.copytree(
         ROOT / "report", work / "report", ignore=shutil.ignore_patterns("build", "generated")
     )
     run_study(cfg, splits, ds, work / "results" / "runs.csv", log=lambda *_: None)
-    analyse(work / "results" / "runs.csv", work / "results", num_layers=5)
+    analyse(work / "results" / "runs.csv", work / "results", num_layers=5, rules=AnalysisConfig())
     out = subprocess.run(
         [sys.executable, str(ROOT / "pipelines" / "report.py"), "results"],
-        cwd=work, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     gen = work / "report" / "generated"
-    for fig in ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper"):
+    for fig in FIGURES:
         assert (gen / f"{fig}.pdf").stat().st_size > 1000 and (gen / f"{fig}.png").is_file()
     for table in ("table_accuracy_random", "table_gaps_random", "table_table1", "table_claims"):
         assert "\\toprule" in (gen / f"{table}.tex").read_text()
+    assert not (gen / "table_gaps_dissimilar.tex").exists()  # no dissimilar split in the study
+
+    # one block: every claim is "not testable", and the paper says it is a demo profile
+    claims = pd.read_csv(work / "results" / "claims.csv")
+    table = (gen / "table_claims.tex").read_text()
+    assert (claims.verdict == "not testable").all()
+    assert table.count("not testable") >= len(claims)
     numbers = (gen / "numbers.tex").read_text()
-    assert "\\newcommand{\\BaseAccMean}" in numbers and "\\newcommand{\\NumNetworks}{22}" in numbers
+    for macro in (
+        "\\newcommand{\\NumNetworks}{22}",
+        "\\newcommand{\\NumBlocksRandom}{1}",
+        "\\newcommand{\\NumBlocksDissimilar}{0}",
+        "\\newcommand{\\Epochs}{1}",
+        "\\newcommand{\\CutList}{1, 4}",
+        "\\newcommand{\\ClaimSpecificityGrowsVerdict}{not testable}",
+        "\\newcommand{\\ClaimSpecificityGrowsInterval}{---}",
+        "\\DemoProfiletrue",
+    ):
+        assert macro in numbers, macro
+    for macro in ("BaseAccMean", "BaseAccMin", "BaseAccMax", "TrainImages", "TestImages"):
+        assert f"\\newcommand{{\\{macro}}}" in numbers, macro
+
+    results_md = (gen / "results.md").read_text()
+    assert results_md.startswith("## Results") and "demo profile" in results_md
+    assert results_md.count("not testable") >= len(claims)
+    assert results_md.rstrip().splitlines()[-1].endswith("`dvc repro`")
+
+    assert (work / "report" / "build" / "report.ipynb").is_file()  # the executed notebook
     assert (work / "report" / "build" / "paper.pdf").stat().st_size > 10000
+
+
+def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_path):
+    """Five random blocks and three dissimilar ones: intervals and verdicts, as written by the
+    aggregate stage, reach the tables, the macros and results.md (papermill only, no TeX)."""
+
+    def rnd(b, t, tr, n):
+        return {"base": 0.80, "AnB": 0.80 - 0.005 * n * n, "RnB": 0.5}.get(tr, 0.80) + 0.002 * b
+
+    def dis(b, t, tr, n):
+        return {"base": 0.85, "AnB": 0.85 - 0.02 * n * n, "RnB": 0.5}.get(tr, 0.85) + 0.003 * b
+
+    runs = pd.concat([make_runs(5, rnd), make_runs(3, dis, "dissimilar", classes=5)])
+    runs = runs.assign(
+        arch="cifar5", epochs=30, train_images=22500, val_images=2500, test_images=5000,
+        val_acc=runs.test_acc, seconds=60.0, machine="test",
+    )  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    write_runs(results / "runs.csv", runs.to_dict("records"))
+    analyse(results / "runs.csv", results, num_layers=5, rules=AnalysisConfig())
+    gen = tmp_path / "generated"
+    papermill.execute_notebook(
+        NOTEBOOK,
+        tmp_path / "executed.ipynb",
+        parameters={
+            "results_dir": str(results),
+            "out_dir": str(gen),
+            "reference_dir": str(ROOT / "report" / "reference"),
+        },
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    claims = pd.read_csv(results / "claims.csv", keep_default_na=False).set_index("claim")
+    assert claims.loc["specificity_grows", "verdict"] == "supported"
+    numbers = (gen / "numbers.tex").read_text()
+    assert "\\DemoProfilefalse" in numbers and "\\HasDissimilartrue" in numbers
+    assert "\\newcommand{\\NumBlocksRandom}{5}" in numbers
+    assert "\\newcommand{\\ClaimSpecificityGrowsVerdict}{supported}" in numbers
+    for kind in ("random", "dissimilar"):
+        assert "$\\pm$ ---" not in (gen / f"table_gaps_{kind}.tex").read_text()  # intervals
+    table = (gen / "table_claims.tex").read_text()
+    for claim, row in claims.iterrows():
+        assert row["verdict"] in table, claim
+    results_md = (gen / "results.md").read_text()
+    assert "demo profile" not in results_md
+    assert f"{claims.loc['specificity_grows', 'estimate']:+.2f} |" in results_md

@@ -3,7 +3,8 @@ import csv
 import pytest
 
 import transferability.study as study_mod
-from transferability.study import plan, read_runs, run_study
+from transferability.runner import read_runs, run_study
+from transferability.study import plan
 
 QUIET = {"log": lambda *_: None}
 
@@ -61,8 +62,9 @@ def test_resume_after_a_crash_loses_only_the_network_in_progress(tiny_study, tmp
     assert resumed[:6] == done  # finished rows untouched
 
     # a resumed study gives exactly what an uninterrupted one gives
-    fresh_cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={
-        "models_dir": str(tmp_path / "fresh")})})  # fmt: skip
+    fresh_cfg = cfg.model_copy(
+        update={"study": cfg.study.model_copy(update={"models_dir": str(tmp_path / "fresh")})}
+    )
     fresh = run_study(fresh_cfg, splits, ds, tmp_path / "fresh.csv", **QUIET)
     assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in fresh]
 

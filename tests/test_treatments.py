@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from transferability.study import Job, Study, base_job, plan, run_study
+from transferability.runner import run_study
+from transferability.study import Job, Study, base_job, plan
 from transferability.train import optimizer_for
 
 
@@ -48,7 +49,7 @@ def test_fine_tuned_layers_change(trained, treatment, source):
     from transferability.models import load_checkpoint
 
     src, _ = load_checkpoint(trained.checkpoint(base_job("random0", "random", 0, source)))
-    before = trained.build(job(treatment))
+    before, _ = trained.build(job(treatment))
     for i in range(3):  # copied ...
         assert layer_equal(before, src, i)
     net = train_job(trained, job(treatment))
@@ -60,21 +61,37 @@ def test_layers_above_the_cut_start_fresh(trained):
     from transferability.models import load_checkpoint
 
     src, _ = load_checkpoint(trained.checkpoint(base_job("random0", "random", 0, "A")))
-    net = trained.build(job("AnB", n=2))
+    net, _ = trained.build(job("AnB", n=2))
     for i in range(2, 5):
         assert not layer_equal(net, src, i)
 
 
+def test_transfers_share_one_fresh_draw_that_is_not_the_bases_own(trained):
+    """The layers a transfer does not copy come from one draw per (block, target task), shared
+    by every treatment (paired gaps), and different from the base's own initial weights."""
+    from transferability.models import build
+    from transferability.study import derive_seed
+
+    base_init = build(trained.net_config(5), derive_seed("init", "random0", 0, "B"))
+    nets = {t: trained.build(job(t, n=2))[0] for t in ("BnB", "AnB+", "RnB")}
+    for i in range(2, 5):
+        assert layer_equal(nets["BnB"], nets["AnB+"], i) and layer_equal(
+            nets["BnB"], nets["RnB"], i
+        )
+        assert not layer_equal(nets["BnB"], base_init, i)
+    assert not layer_equal(nets["RnB"], base_init, 0)  # random frozen layers: the fresh draw
+
+
 def test_random_control_is_frozen_at_its_initialisation(trained):
     j = job("RnB", n=2)
-    init = trained.build(j)
+    init, _ = trained.build(j)
     net = train_job(trained, j)
     assert layer_equal(net, init, 0) and layer_equal(net, init, 1)
     assert not layer_equal(net, init, 2)
 
 
 def test_frozen_layers_are_left_out_of_the_optimizer(trained):
-    net = trained.build(job("AnB", n=3))
+    net, _ = trained.build(job("AnB", n=3))
     opt = optimizer_for(net, trained.cfg.train)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     frozen = {id(p) for layer in net.layers[:3] for p in layer.parameters()}

@@ -1,23 +1,43 @@
-"""Results → per-cut accuracies with 95% confidence intervals, the paper's gaps, and Table 1.
+"""Results → gaps, Table 1 and the paper's claims, decided by rules fixed before looking.
 
-A *unit* is one (split, seed, direction): one target task with its own baseB, BnB, AnB, ...
-Accuracies are pooled over units; gaps are differences *within* a unit (paired), then pooled,
-so that the spread between splits does not blur them. Intervals are Student-t intervals over
-the units (NaN where there is one).
+The unit of replication is the **block**: one (split, seed), holding both bases and both
+directions. Networks inside a block are not independent (both directions share both bases; the
+cuts of one direction share one baseB), so every statistic is first averaged inside a block
+(over directions, and over cuts where a claim names a range) and only then given a Student-t
+interval over blocks (df = blocks − 1). Paired differences stay paired inside the block.
+
+No interval and no verdict comes from fewer blocks than `analysis.min_blocks` (random splits)
+or `analysis.min_blocks_dissimilar`; nor does a co-adaptation or boost verdict come from bases
+that have not converged (retraining the classifier on a base's frozen features, B(top)B, or
+fine-tuning a copy of it, BnB+, gains more than the stated threshold): such a claim reads
+``not testable`` with the reason in its ``rule``. Claims' estimates are in accuracy points.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from transferability.config import TREATMENTS, AnalysisConfig
 from transferability.io import atomic_write, write_json
 
 UNIT = ["split", "split_kind", "seed", "direction"]
+BLOCK = ["split", "split_kind", "seed"]
+CLAIMS_COLUMNS = [
+    "claim",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "blocks",
+    "verdict",
+    "rule",
+]
 
 # name: (minuend, subtrahend), each a treatment column of the per-unit table
 GAPS = {
@@ -30,30 +50,24 @@ GAPS = {
 }
 
 
-def mean_ci(values, confidence: float = 0.95) -> dict:
-    v = np.asarray(pd.Series(values).dropna(), dtype=float)
-    n = len(v)
-    mean = float(v.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "count": n}
-    sem = stats.sem(v)
-    if sem == 0:
-        return {"mean": mean, "ci_low": mean, "ci_high": mean, "count": n}
-    lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "count": n}
+# ---------------------------------------------------------------------- tables
 
 
 def read(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False)
-    for col in ("test_acc", "train_acc"):
-        df[col] = df[col].astype(float)
+    missing = {"network", "split", "seed", "treatment", "n", "test_acc"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} is not a results table (no column {', '.join(sorted(missing))})")
+    for col in ("test_acc", "train_acc", "val_acc"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("n", "seed"):
         df[col] = df[col].astype(int)
     return df
 
 
 def unit_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (unit, n): the test accuracy of each treatment and of the unit's baseB."""
+    """One row per (unit, n): each treatment's test accuracy, the unit's baseB and chance."""
     bases = runs[runs.treatment == "base"]
     transfers = runs[runs.treatment != "base"]
     if transfers.empty:
@@ -61,65 +75,334 @@ def unit_table(runs: pd.DataFrame) -> pd.DataFrame:
     wide = transfers.pivot_table(
         index=[*UNIT, "target_task", "n"], columns="treatment", values="test_acc", aggfunc="first"
     ).reset_index()
-    base_acc = bases.set_index(["split", "seed", "target_task"])["test_acc"]
-    keys = list(zip(wide.split, wide.seed, wide.target_task, strict=True))
-    missing = [k for k in keys if k not in base_acc.index]
-    if missing:
-        raise ValueError(f"results lack the base network of {sorted(set(missing))[:3]}")
-    wide["baseB"] = [base_acc[k] for k in keys]
+    key = ["split", "seed", "target_task"]
+    base = bases.set_index(key)
+    idx = pd.MultiIndex.from_frame(wide[key])
+    missing = idx.difference(base.index)
+    if len(missing):
+        raise ValueError(f"results lack the base network of {list(missing)[:3]}")
+    wide["baseB"] = base["test_acc"].reindex(idx).to_numpy()
+    if "num_classes" in base:
+        wide["chance"] = 1 / pd.to_numeric(base["num_classes"]).reindex(idx).to_numpy()
     wide.columns.name = None
     return wide
 
 
-def accuracy_table(units: pd.DataFrame) -> pd.DataFrame:
-    """Mean and CI of each treatment at each n (baseB at n = 0), per split kind."""
-    rows = []
-    treatments = [t for t in ("BnB", "BnB+", "AnB", "AnB+", "RnB") if t in units]
-    for kind, g in units.groupby("split_kind"):
-        base = g.drop_duplicates(UNIT)["baseB"]
-        rows.append({"split_kind": kind, "treatment": "baseB", "n": 0, **mean_ci(base)})
-        for t in treatments:
-            for n, gn in g.groupby("n"):
-                if gn[t].notna().any():
-                    rows.append({"split_kind": kind, "treatment": t, "n": n, **mean_ci(gn[t])})
-    return pd.DataFrame(rows)
+def block_values(
+    units: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], cuts=None
+) -> pd.Series:
+    """`value` of each (unit, n) row, averaged over `cuts` inside each unit, then over the
+    directions of each block: one number per block. A unit lacking an input gives no number,
+    and a block lacking a unit gives none either."""
+    sel = units if cuts is None else units[units.n.isin(list(cuts))]
+    if sel.empty:
+        return pd.Series(dtype=float)
+    v = pd.Series(np.asarray(value(sel), dtype=float), index=sel.index)
+    whole = lambda x: x.mean() if x.notna().all() else math.nan  # noqa: E731
+    per_unit = v.groupby([sel[c] for c in UNIT]).agg(whole)
+    return per_unit.groupby(level=BLOCK).agg(whole).dropna()
 
 
-def gap_table(units: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for kind, g in units.groupby("split_kind"):
-        for name, (a, b) in GAPS.items():
-            if a not in g or b not in g:
-                continue
-            for n, gn in g.groupby("n"):
-                d = gn[a] - gn[b]
-                if d.notna().any():
-                    rows.append({"split_kind": kind, "gap": name, "n": n, **mean_ci(d)})
-    return pd.DataFrame(rows)
-
-
-def table1(units: pd.DataFrame, num_layers: int) -> pd.DataFrame:
-    """The paper's Table 1: AnB+ over baseB and over BnB+, pooled over a range of cuts."""
-    top = num_layers - 1
-    ranges = {
-        "all": (1, top),
-        "upper_half": (math.ceil(num_layers / 2), top),
-        "top": (top, top),
+def interval(values, confidence: float, min_blocks: int = 2) -> dict:
+    """Mean of block values with its Student-t interval (df = blocks − 1); no interval from
+    fewer than `min_blocks` blocks."""
+    v = np.asarray(pd.Series(values).dropna(), dtype=float)
+    out = {
+        "estimate": float(v.mean()) if len(v) else math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "blocks": len(v),
     }
+    if len(v) >= max(2, min_blocks):
+        if np.ptp(v) == 0:
+            out["ci_low"] = out["ci_high"] = out["estimate"]
+        else:
+            ci = stats.ttest_1samp(v, 0.0).confidence_interval(confidence)
+            out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
+    return out
+
+
+def diff(a: str, b: str) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda u: u[a] - u[b] if a in u and b in u else pd.Series(math.nan, index=u.index)
+
+
+def normalised(t: str) -> Callable[[pd.DataFrame], pd.Series]:
+    """(acc − chance) / (baseB − chance): comparable across tasks of 4, 5 or 6 classes."""
+    return lambda u: (
+        (u[t] - u["chance"]) / (u["baseB"] - u["chance"])
+        if t in u and "chance" in u
+        else pd.Series(math.nan, index=u.index)
+    )
+
+
+def gap_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+    """Each gap at each n, per split kind: block means and their interval."""
     rows = []
-    if "AnB+" not in units:
-        return pd.DataFrame(rows)
     for kind, g in units.groupby("split_kind"):
-        for label, (lo, hi) in ranges.items():
-            sel = g[(g.n >= lo) & (g.n <= hi)]
+        need = min_blocks(kind, rules)
+        for name, (a, b) in GAPS.items():
+            for n in sorted(g.n.unique()):
+                s = interval(block_values(g, diff(a, b), [n]), rules.confidence, need)
+                if s["blocks"]:
+                    rows.append({"split_kind": kind, "gap": name, "n": n, **s})
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+    """Each treatment's accuracy at each n per split kind: the mean over blocks (tasks differ in
+    difficulty, so no interval on it) and, with an interval, its difference from baseB."""
+    rows = []
+    for kind, g in units.groupby("split_kind"):
+        need = min_blocks(kind, rules)
+        base = block_values(g, lambda u: u["baseB"])
+        rows.append(
+            {
+                "split_kind": kind,
+                "treatment": "baseB",
+                "n": 0,
+                "mean": base.mean(),
+                **_prefixed("vs_base", interval(0 * base, rules.confidence, need)),
+            }
+        )
+        for t in (t for t in TREATMENTS if t in g):
+            for n in sorted(g.n.unique()):
+                acc = block_values(g, lambda u, t=t: u[t], [n])
+                if len(acc):
+                    rel = interval(block_values(g, diff(t, "baseB"), [n]), rules.confidence, need)
+                    rows.append(
+                        {
+                            "split_kind": kind,
+                            "treatment": t,
+                            "n": n,
+                            "mean": acc.mean(),
+                            **_prefixed("vs_base", rel),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def _prefixed(prefix: str, d: dict) -> dict:
+    return {(k if k == "blocks" else f"{prefix}_{k}"): v for k, v in d.items()}
+
+
+def min_blocks(kind: str, rules: AnalysisConfig) -> int:
+    return rules.min_blocks_dissimilar if kind == "dissimilar" else rules.min_blocks
+
+
+def table1_ranges(num_layers: int) -> dict[str, tuple[int, int]]:
+    """The paper's cut ranges 1–7, 3–7 and 5–7 of 8 layers, scaled to `num_layers`."""
+    top = num_layers - 1
+    return {
+        "all": (1, top),
+        "upper_half": (round(3 * num_layers / 8), top),
+        "top": (round(5 * num_layers / 8), top),
+    }
+
+
+def table1(units: pd.DataFrame, num_layers: int, rules: AnalysisConfig) -> pd.DataFrame:
+    """The paper's Table 1: AnB+ over baseB and over BnB+, averaged over a range of cuts inside
+    each block, then over blocks."""
+    rows = []
+    for kind, g in units.groupby("split_kind"):
+        for label, (lo, hi) in table1_ranges(num_layers).items():
             row = {"split_kind": kind, "cuts": label, "n_from": lo, "n_to": hi}
-            for ref in ("baseB", "BnB+"):
-                if ref in sel:
-                    stats_ = mean_ci(sel["AnB+"] - sel[ref])
-                    key = "over_" + ref.replace("+", "_plus")
-                    row |= {f"{key}_{k}": v for k, v in stats_.items()}
+            for ref, key in (("baseB", "over_baseB"), ("BnB+", "over_BnB_plus")):
+                s = interval(
+                    block_values(g, diff("AnB+", ref), range(lo, hi + 1)),
+                    rules.confidence,
+                    min_blocks(kind, rules),
+                )
+                row |= {f"{key}_{k}": v for k, v in s.items()}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- claims
+
+
+def _claim(claim, statistic, s, verdict, rule, scale=100.0) -> dict:
+    pts = {k: s[k] * scale for k in ("estimate", "ci_low", "ci_high")}
+    return {
+        "claim": claim,
+        "statistic": statistic,
+        **pts,
+        "blocks": s["blocks"],
+        "verdict": verdict,
+        "rule": rule,
+    }
+
+
+def sign_verdict(s: dict) -> str:
+    """supported: the interval lies above 0; contradicted: below; else inconclusive."""
+    if s["ci_low"] > 0:
+        return "supported"
+    if s["ci_high"] < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def claims(units: pd.DataFrame, num_layers: int, rules: AnalysisConfig) -> pd.DataFrame:
+    """The paper's claims, one pre-specified test each (see the module docstring)."""
+    rnd = units[units.split_kind == "random"]
+    dis = units[units.split_kind == "dissimilar"]
+    conf, need, m = rules.confidence, rules.min_blocks, rules.equivalence_margin / 100
+    top = num_layers - 1
+    middle = list(range(2, top)) or [1]
+    lo3 = table1_ranges(num_layers)["upper_half"][0]
+    few = f"not testable: fewer than {need} random-split blocks"
+    rows = []
+
+    def gate(s: dict, rule: str, converged: str | None = None):
+        if s["blocks"] < need:
+            return "not testable", f"{few} ({s['blocks']}); {rule}"
+        if converged:
+            return "not testable", f"{converged}; {rule}"
+        return None
+
+    # convergence of the bases: the checks that co-adaptation and boost verdicts rest on
+    top_gain = interval(block_values(rnd, diff("BnB", "baseB"), [top]), conf, need)
+    plus_gain = interval(block_values(rnd, diff("BnB+", "baseB"), range(1, top + 1)), conf, need)
+    unconverged = []
+    for name, s, limit, what in (
+        ("converged_top_selffer", top_gain, rules.converged_max_gain, f"B{top}B − baseB"),
+        ("converged_selffer_plus", plus_gain, rules.selffer_max_gain, f"BnB+ − baseB, n=1..{top}"),
+    ):
+        rule = f"check: the mean of {what} over blocks is at most {limit:g} points"
+        if s["blocks"] < need:
+            verdict = "not testable"
+            rule = f"{few} ({s['blocks']}); {rule}"
+        else:
+            verdict = "supported" if s["estimate"] * 100 <= limit else "contradicted"
+            if verdict == "contradicted":
+                unconverged.append(f"{what} = {s['estimate'] * 100:+.2f} > {limit:g} points")
+        rows.append(_claim(name, what, s, verdict, rule))
+    not_converged = (
+        "not testable: the bases have not converged (" + "; ".join(unconverged) + ")"
+        if unconverged
+        else None
+    )
+
+    # 1. first-layer features are general: an equivalence test (TOST) at margin m
+    s1 = interval(block_values(rnd, diff("BnB", "AnB"), [1]), 1 - 2 * (1 - conf), need)
+    rule = (
+        f"equivalence (TOST, two one-sided 5% tests) at ±{rules.equivalence_margin:g} points, "
+        f"the margin set from the 0.6-point seed-to-seed spread of one network: supported if "
+        f"the {100 * (2 * conf - 1):.0f}% interval of BnB − AnB at n=1 lies inside ±margin and "
+        "contains 0; contradicted if it lies wholly outside; else inconclusive"
+    )
+    if not (g := gate(s1, rule)):
+        inside = -m < s1["ci_low"] and s1["ci_high"] < m
+        if inside and s1["ci_low"] <= 0 <= s1["ci_high"]:
+            g = ("supported", rule)
+        elif s1["ci_low"] >= m or s1["ci_high"] <= -m:
+            g = ("contradicted", rule)
+        else:
+            g = ("inconclusive", rule)
+    rows.append(_claim("first_layer_general", "BnB − AnB at n=1", s1, *g))
+
+    # 2. co-adaptation in the middle: baseB − BnB over the middle cuts, fixed in advance
+    what = f"baseB − BnB, n={middle[0]}..{middle[-1]}"
+    s2 = interval(block_values(rnd, diff("baseB", "BnB"), middle), conf, need)
+    rule = "supported if the interval of the block means lies above 0, contradicted if below"
+    g = gate(s2, rule, not_converged) or (sign_verdict(s2), rule)
+    rows.append(_claim("coadaptation_middle", what, s2, *g))
+
+    # 3. specificity grows with n: spec(top) − spec(1), paired inside each block
+    spec = diff("BnB", "AnB")
+    s3 = interval(_paired(rnd, spec, [top], [1]), conf, need)
+    rule = f"supported if the interval of spec(n={top}) − spec(n=1) lies above 0"
+    g = gate(s3, rule) or (sign_verdict(s3), rule)
+    rows.append(_claim("specificity_grows", f"spec(n={top}) − spec(n=1)", s3, *g))
+
+    # 4. fine-tuning recovers: AnB+ ≥ baseB − m at every n (an intersection-union test)
+    one_sided = 1 - 2 * (1 - conf)
+    per_n = {
+        n: interval(block_values(rnd, diff("AnB+", "baseB"), [n]), one_sided, need)
+        for n in range(1, top + 1)
+    }
+    worst_n = min(per_n, key=lambda n: (per_n[n]["ci_low"], per_n[n]["estimate"]))
+    s4 = per_n[worst_n] if per_n else interval([], conf)
+    rule = (
+        f"supported if at every n=1..{top} the one-sided 95% lower bound of AnB+ − baseB is above "
+        f"−{rules.equivalence_margin:g} points; contradicted if at some n its upper bound is "
+        f"below; the row shows the worst cut (n={worst_n}, 90% interval)"
+    )
+    s4 = {**s4, "blocks": min(s["blocks"] for s in per_n.values())}
+    if not (g := gate(s4, rule)):
+        if all(s["ci_low"] > -m for s in per_n.values()):
+            g = ("supported", rule)
+        elif any(s["ci_high"] < -m for s in per_n.values()):
+            g = ("contradicted", rule)
+        else:
+            g = ("inconclusive", rule)
+    rows.append(_claim("finetune_recovers", f"AnB+ − baseB at the worst n ({worst_n})", s4, *g))
+
+    # 5, 6. the boost (Table 1, all cuts): over baseB, and over the selffer control BnB+
+    t1 = table1(rnd, num_layers, rules).set_index("cuts") if len(rnd) else None
+    for name, key, what in (
+        ("boost_over_base", "over_baseB", f"AnB+ − baseB, n=1..{top}"),
+        ("boost_over_selffer", "over_BnB_plus", f"AnB+ − BnB+, n=1..{top}"),
+    ):
+        s = (
+            {k: t1.loc["all", f"{key}_{k}"] for k in ("estimate", "ci_low", "ci_high", "blocks")}
+            if t1 is not None
+            else interval([], conf)
+        )
+        s["blocks"] = int(s["blocks"])
+        rule = "Table 1's first row: supported if the interval lies above 0, contradicted if below"
+        g = gate(s, rule, not_converged) or (sign_verdict(s), rule)
+        rows.append(_claim(name, what, s, *g))
+
+    # 7. transfer from a dissimilar task is worse: normalised AnB, dissimilar vs random blocks
+    rel_drop = lambda u: 1 - normalised("AnB")(u)  # noqa: E731
+    d_dis = block_values(dis, rel_drop, range(1, top + 1))
+    d_rnd = block_values(rnd, rel_drop, range(1, top + 1))
+    need_d = rules.min_blocks_dissimilar
+    s7 = {
+        "estimate": d_dis.mean() - d_rnd.mean() if len(d_dis) and len(d_rnd) else math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "blocks": len(d_dis),
+    }
+    rule = (
+        f"normalised drop 1 − (AnB − chance)/(baseB − chance), mean over n=1..{top}: supported if "
+        "Welch's interval of dissimilar − random blocks lies above 0, contradicted if below"
+    )
+    if len(d_dis) < need_d or len(d_rnd) < need:
+        g = (
+            "not testable",
+            f"not testable: {len(d_dis)} dissimilar blocks (need {need_d}) and "
+            f"{len(d_rnd)} random-split blocks (need {need}); {rule}",
+        )
+    else:
+        ci = stats.ttest_ind(d_dis, d_rnd, equal_var=False).confidence_interval(conf)
+        s7["ci_low"], s7["ci_high"] = float(ci.low), float(ci.high)
+        g = (sign_verdict(s7), rule)
+    rows.append(_claim("dissimilar_worse", "normalised AnB drop, dissimilar − random", s7, *g))
+
+    # 8. random frozen layers do worse than transferred frozen ones at n ≥ lo3
+    cut = range(max(3, lo3) if top >= 3 else top, top + 1)
+    s8 = interval(
+        block_values(rnd, lambda u: normalised("AnB")(u) - normalised("RnB")(u), cut), conf, need
+    )
+    rule = (
+        f"normalised (acc − chance)/(baseB − chance), mean over n={cut.start}..{top}: supported "
+        "if the interval of AnB − RnB lies above 0, contradicted if below"
+    )
+    g = gate(s8, rule) or (sign_verdict(s8), rule)
+    rows.append(_claim("random_frozen_collapse", "normalised AnB − RnB", s8, *g))
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+
+
+def _paired(units: pd.DataFrame, value, cuts_a, cuts_b) -> pd.Series:
+    """value(cuts_a) − value(cuts_b) inside each block."""
+    a, b = block_values(units, value, cuts_a), block_values(units, value, cuts_b)
+    if a.empty or b.empty:  # a cut the study did not train
+        return pd.Series(dtype=float)
+    return (a - b).dropna()
+
+
+# ---------------------------------------------------------------------- writing
 
 
 def _clean(v):
@@ -158,25 +441,40 @@ def wide_accuracy(acc: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def analyse(runs_path: Path, out_dir: Path, num_layers: int) -> dict:
-    """Write accuracy.csv, accuracy_by_n.csv, gaps.csv and summary.json; return the summary."""
+def analyse(runs_path: Path, out_dir: Path, num_layers: int, rules: AnalysisConfig) -> dict:
+    """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, summary.json and
+    metrics.json; return the summary."""
     runs = read(runs_path)
     units = unit_table(runs)
-    acc, gaps, t1 = accuracy_table(units), gap_table(units), table1(units, num_layers)
+    acc, gaps = accuracy_table(units, rules), gap_table(units, rules)
+    t1, cl = table1(units, num_layers, rules), claims(units, num_layers, rules)
     out_dir = Path(out_dir)
-    tables = {"accuracy.csv": acc, "accuracy_by_n.csv": wide_accuracy(acc), "gaps.csv": gaps}
+    tables = {
+        "accuracy.csv": acc,
+        "accuracy_by_n.csv": wide_accuracy(acc),
+        "gaps.csv": gaps,
+        "table1.csv": t1,
+        "claims.csv": cl,
+    }
     for name, df in tables.items():
         with atomic_write(out_dir / name) as f:
             df.to_csv(f, index=False, float_format="%.6f")
     bases = runs[runs.treatment == "base"]
+    blocks = units.drop_duplicates(BLOCK)
     summary = {
         "networks": len(runs),
         "units": len(units.drop_duplicates(UNIT)),
+        "blocks": {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
+        "rules": rules.model_dump(),
         "base_test_acc_mean": _clean(bases.test_acc.mean()),
         "base_test_acc": {r.network: _clean(r.test_acc) for r in bases.itertuples()},
         "accuracy": _nest(acc, ["split_kind", "treatment", "n"]),
         "gaps": _nest(gaps, ["split_kind", "gap", "n"]),
         "table1": _nest(t1, ["split_kind", "cuts"]),
+        "claims": {
+            r["claim"]: {k: _clean(v) for k, v in r.items() if k != "claim"}
+            for r in cl.to_dict("records")
+        },
     }
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "metrics.json", headline(summary))
@@ -184,20 +482,59 @@ def analyse(runs_path: Path, out_dir: Path, num_layers: int) -> dict:
 
 
 def headline(summary: dict) -> dict:
-    """The few numbers `dvc metrics show` prints: base accuracy, mean gaps per cut, Table 1."""
+    """The few numbers `dvc metrics show` prints: base accuracy, gaps per cut, Table 1, claims."""
     return {
         "networks": summary["networks"],
+        "blocks": summary["blocks"],
         "base_test_acc_mean": summary["base_test_acc_mean"],
         "gaps": {
-            kind: {gap: {n: v["mean"] for n, v in by_n.items()} for gap, by_n in gaps.items()}
+            kind: {gap: {n: v["estimate"] for n, v in by_n.items()} for gap, by_n in gaps.items()}
             for kind, gaps in summary["gaps"].items()
         },
         "table1": {
             kind: {
-                cuts: {"over_baseB": v.get("over_baseB_mean"),
-                       "over_BnB_plus": v.get("over_BnB_plus_mean")}
+                cuts: {
+                    "over_baseB": v.get("over_baseB_estimate"),
+                    "over_BnB_plus": v.get("over_BnB_plus_estimate"),
+                }
                 for cuts, v in rows.items()
             }
             for kind, rows in summary["table1"].items()
         },
-    }  # fmt: skip
+        "claims": {k: v["verdict"] for k, v in summary["claims"].items()},
+    }
+
+
+# ---------------------------------------------------------------------- convergence pilot
+
+
+def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.DataFrame, dict]:
+    """The convergence pilot's rule: the cheapest budget (per_class, epochs) at which
+    (a) training twice as long gains less than the seed-to-seed noise, and (b) the top-cut
+    selffer beats its base by at most `max_selffer_gain` points on average.
+
+    Gains are paired per (task, seed); the noise is the standard deviation of validation
+    accuracy over seeds at one task and budget, pooled over all tasks and budgets. Returns one
+    row per budget (in points) and {"seed_sd": ..., "chosen": (per_class, epochs) or None}.
+    """
+    p = pilot.copy()
+    p["val"] = 100 * p["val_acc"]
+    var = p.groupby(["task", "per_class", "epochs"])["val"].var(ddof=1).dropna()
+    seed_sd = float(np.sqrt(var.mean())) if len(var) else math.nan
+    key = p.set_index(["task", "seed", "per_class", "epochs"])["val"]
+    rows = []
+    for (per_class, epochs), g in p.groupby(["per_class", "epochs"]):
+        longer = [(t, s, per_class, 2 * epochs) for t, s in zip(g.task, g.seed, strict=True)]
+        have = [k for k in longer if k in key.index]
+        diffs = [key[k] - key[(k[0], k[1], per_class, epochs)] for k in have]
+        gain = float(np.mean(diffs)) if diffs else math.nan
+        rows.append({
+            "per_class": per_class, "epochs": epochs, "image_epochs": g.image_epochs.mean(),
+            "runs": len(g), "val_acc": g.val.mean(), "doubling_gain": gain,
+            "selffer_gain": 100 * g.selffer_gain.mean(), "seconds": g.seconds.mean(),
+        })  # fmt: skip
+    table = pd.DataFrame(rows).sort_values(["image_epochs", "per_class"])
+    table["converged"] = (table.doubling_gain < seed_sd) & (table.selffer_gain <= max_selffer_gain)
+    ok = table[table.converged]
+    chosen = None if ok.empty else (int(ok.iloc[0].per_class), int(ok.iloc[0].epochs))
+    return table.reset_index(drop=True), {"seed_sd": seed_sd, "chosen": chosen}

@@ -93,12 +93,14 @@ def dataloader_epoch(task: TaskData, cfg: Config, model, workers: int) -> TimedP
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    tf = T.Compose([
-        T.RandomCrop(task.train_x.shape[-1], padding=cfg.train.crop_padding),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(task.mean.tolist(), task.std.tolist()),
-    ])  # fmt: skip
+    tf = T.Compose(
+        [
+            T.RandomCrop(task.train_x.shape[-1], padding=cfg.train.crop_padding),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(task.mean.tolist(), task.std.tolist()),
+        ]
+    )
     images = [Image.fromarray(x.transpose(1, 2, 0)) for x in task.train_x]
     labels = task.train_y.tolist()
 
@@ -110,8 +112,13 @@ def dataloader_epoch(task: TaskData, cfg: Config, model, workers: int) -> TimedP
             return tf(images[i]), labels[i]
 
     device = next(model.parameters()).device
-    loader = DataLoader(PILData(), batch_size=cfg.train.batch_size, shuffle=True,
-                        num_workers=workers, drop_last=True)  # fmt: skip
+    loader = DataLoader(
+        PILData(),
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+    )
     opt = optimizer_for(model, cfg.train)
     model.train()
 
@@ -173,8 +180,9 @@ def run_bench(
     per_class = max(1, images // len(classes))
     task = task_view(dataset, classes, per_class, 200)
     data = DeviceTask.from_task(task, device)
-    net = NetConfig(cfg.model.arch, len(classes), cfg.model.width, dataset.image_size,
-                    cfg.model.dropout)  # fmt: skip
+    net = NetConfig(
+        cfg.model.arch, len(classes), cfg.model.width, dataset.image_size, cfg.model.dropout
+    )
 
     def fresh():
         return build(net, 0).to(device=device, memory_format=torch.channels_last)
@@ -209,9 +217,17 @@ def run_bench(
     eval_s = len(data.test_x) / img_s["eval"]
     project_s = len(data.train_x) / img_s["project_with_eval"] - eval_s
 
-    bench = Bench(img_s["dataloader"], len(data.train_x) / max(1e-9, project_s),
-                  img_s["compute_bound"], img_s["eval"], str(device), torch.get_num_threads(),
-                  cfg.train.batch_size, len(data.train_x), rounds)  # fmt: skip
+    bench = Bench(
+        img_s["dataloader"],
+        len(data.train_x) / max(1e-9, project_s),
+        img_s["compute_bound"],
+        img_s["eval"],
+        str(device),
+        torch.get_num_threads(),
+        cfg.train.batch_size,
+        len(data.train_x),
+        rounds,
+    )
     bench.flop_per_img = flop_per_image(fresh(), data, cfg.train.batch_size)
     bench.achieved_flop_s = bench.flop_per_img * bench.project_img_s
     if device.type == "cuda":
@@ -260,11 +276,12 @@ def table(b: Bench) -> str:
             else ""
         )
         memory = f"; peak memory {b.peak_memory_mib:.0f} MiB" if b.peak_memory_mib else ""
-        lines.append(f"training FLOP/image {b.flop_per_img / 1e6:.0f}M; achieved by (2) "
-                     f"{b.achieved_flop_s / 1e9:.0f} GFLOP/s{util}{memory}")  # fmt: skip
+        lines.append(
+            f"training FLOP/image {b.flop_per_img / 1e6:.0f}M; achieved by (2) "
+            f"{b.achieved_flop_s / 1e9:.0f} GFLOP/s{util}{memory}"
+        )
     if b.study_networks:
-        line = (f"profile: {b.study_networks} networks, estimated "
-                f"{b.study_estimated_s / 60:.1f} min")  # fmt: skip
+        line = f"profile: {b.study_networks} networks, estimated {b.study_estimated_s / 60:.1f} min"
         if b.study_measured_s is not None:
             line += f", measured {b.study_measured_s / 60:.1f} min (sum over results/runs.csv)"
         lines.append(line)

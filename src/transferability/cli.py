@@ -10,7 +10,7 @@ import click
 
 from transferability import config as config_mod
 from transferability import data as data_mod
-from transferability.splits import Split, make_splits
+from transferability.splits import configured_splits, load_splits, split_path
 
 
 def with_params(fn):
@@ -37,27 +37,6 @@ def with_params(fn):
         return fn(cfg=cfg, **kwargs)
 
     return wrapper
-
-
-def split_path(cfg: config_mod.Config, name: str) -> Path:
-    return Path(cfg.split.dir) / f"{name}.json"
-
-
-def configured_splits(cfg: config_mod.Config, classes: list[str]) -> list[Split]:
-    return make_splits(classes, cfg.split.random_seeds, cfg.split.dissimilar, cfg.split.custom)
-
-
-def load_splits(cfg: config_mod.Config, classes: list[str]) -> list[Split]:
-    """The split files written by `transferability split`, checked against the dataset."""
-    out = []
-    for expected in configured_splits(cfg, classes):
-        path = split_path(cfg, expected.name)
-        if not path.is_file():
-            raise FileNotFoundError(f"split file not found: {path} (run `transferability split`)")
-        split = Split.load(path)
-        split.validate(classes)
-        out.append(split)
-    return out
 
 
 def _dataset(cfg: config_mod.Config) -> data_mod.Dataset:
@@ -107,36 +86,59 @@ def _write_splits(cfg, ds: data_mod.Dataset) -> None:
         click.echo(f"{split_path(cfg, s.name)}: A={list(s.A)} B={list(s.B)}")
 
 
-def _train(cfg, which: str, runs: str | None):
-    from transferability.study import run_study
+def _runs_path(cfg, runs: str | None) -> Path:
+    return Path(runs) if runs else Path(cfg.study.results_dir) / "runs.csv"
+
+
+def _train(cfg, which: str, runs: str | None, trust_rows: bool = False):
+    from transferability.runner import run_study
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)
-    runs_path = Path(runs) if runs else Path(cfg.study.results_dir) / "runs.csv"
+    runs_path = _runs_path(cfg, runs)
     t = time.perf_counter()
-    rows = run_study(cfg, splits, ds, runs_path, which=which)
+    rows = run_study(cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows)
     click.echo(f"{len(rows)} networks in {runs_path} ({time.perf_counter() - t:.0f}s this run)")
 
 
 RUNS_OPTION = click.option(
-    "--runs", default=None, help="Results table to append to [default: <results_dir>/runs.csv]."
+    "--runs", default=None, help="Results table to add rows to [default: <results_dir>/runs.csv]."
+)
+TRUST_ROWS = click.option(
+    "--trust-rows",
+    is_flag=True,
+    help="A finished row whose checkpoint is absent (trained on another machine) counts as "
+    "done; a missing base is retrained only for the networks still to train.",
 )
 
 
 @cli.command("train-bases")
 @with_params
 @RUNS_OPTION
-def train_bases(cfg, runs):
+@TRUST_ROWS
+def train_bases(cfg, runs, trust_rows):
     """Train baseA and baseB of every split and seed."""
-    _train(cfg, "bases", runs)
+    _train(cfg, "bases", runs, trust_rows)
 
 
 @cli.command()
 @with_params
 @RUNS_OPTION
-def transfer(cfg, runs):
+@TRUST_ROWS
+def transfer(cfg, runs, trust_rows):
     """Train every transfer network (BnB, BnB+, AnB, AnB+, RnB at every cut)."""
-    _train(cfg, "transfers", runs)
+    _train(cfg, "transfers", runs, trust_rows)
+
+
+@cli.command()
+@with_params
+@RUNS_OPTION
+def prune(cfg, runs):
+    """Drop the rows and MLflow runs of networks the configured study no longer holds."""
+    from transferability.runner import prune as prune_rows
+
+    ds = _dataset(cfg)
+    prune_rows(cfg, load_splits(cfg, ds.classes), ds, _runs_path(cfg, runs), log=click.echo)
 
 
 @cli.command()
@@ -156,7 +158,7 @@ def analyze(cfg, runs):
 def _analyze(cfg, runs) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
-    from transferability.study import read_runs, write_runs
+    from transferability.runner import read_runs, write_runs
 
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
@@ -165,8 +167,9 @@ def _analyze(cfg, runs) -> None:
         if missing:
             raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
         write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
-    summary = analyse(merged, out, num_layers(cfg.model.arch))
-    click.echo(f"{summary['networks']} networks, {summary['units']} units → {out}/")
+    summary = analyse(merged, out, num_layers(cfg.model.arch), cfg.analysis)
+    blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
+    click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
     _echo_summary(out)
 
 
@@ -174,23 +177,24 @@ def _echo_summary(out: Path) -> None:
     import pandas as pd
 
     acc = pd.read_csv(out / "accuracy.csv")
-    gaps = pd.read_csv(out / "gaps.csv")
+    claims = pd.read_csv(out / "claims.csv")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         for kind, g in acc.groupby("split_kind"):
-            click.echo(f"\n[{kind}] test accuracy (mean over {int(g['count'].max())} units)")
+            click.echo(f"\n[{kind}] test accuracy (mean over {int(g['blocks'].max())} blocks)")
             click.echo(g.pivot(index="n", columns="treatment", values="mean").round(4).to_string())
-        for kind, g in gaps.groupby("split_kind"):
-            click.echo(f"\n[{kind}] gaps (mean)")
-            click.echo(g.pivot(index="n", columns="gap", values="mean").round(4).to_string())
+        click.echo("\nclaims (accuracy points; intervals over blocks)")
+        cols = ["claim", "estimate", "ci_low", "ci_high", "blocks", "verdict"]
+        click.echo(claims[cols].round(2).to_string(index=False))
 
 
 @cli.command()
 @with_params
-def study(cfg):
+@TRUST_ROWS
+def study(cfg, trust_rows):
     """The whole study in one go: prepare, split, bases, transfers, analyze."""
     t = time.perf_counter()
     _write_splits(cfg, _prepare(cfg))
-    _train(cfg, "all", None)
+    _train(cfg, "all", None, trust_rows)
     _analyze(cfg, ())
     click.echo(f"\nstudy finished in {time.perf_counter() - t:.0f}s")
 
@@ -218,8 +222,9 @@ def bench(cfg, images, rounds, loader_workers, json_path):
     ds = _dataset(cfg)
     splits = configured_splits(cfg, ds.classes)
     measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-    b = run_bench(cfg, ds, splits, images, rounds, loader_workers,
-                  resolve_device(cfg.train.device), measured)  # fmt: skip
+    b = run_bench(
+        cfg, ds, splits, images, rounds, loader_workers, resolve_device(cfg.train.device), measured
+    )
     click.echo(table(b))
     if json_path:
         from transferability.io import write_json
@@ -228,10 +233,57 @@ def bench(cfg, images, rounds, loader_workers, json_path):
         click.echo(f"figures → {json_path}")
 
 
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected integers separated by commas", param_hint=name
+        ) from None
+
+
+@cli.command()
+@with_params
+@click.option("--per-class", default="500,1000,2000", show_default=True, help="Images per class.")
+@click.option("--epochs", default="10,20,40", show_default=True, help="Epochs of each budget.")
+@click.option("--tasks", default="A,B", show_default=True)
+@click.option("--seeds", default="0,1", show_default=True)
+@click.option("--out", default=None, help="Pilot table [default: <results_dir>/pilot.csv].")
+def pilot(cfg, per_class, epochs, tasks, seeds, out):
+    """The convergence pilot: bases and top-cut selffers at each budget on the first split,
+    scored on the validation split; prints the budget that the rule chooses."""
+    import pandas as pd
+
+    from transferability.analysis import choose_budget
+    from transferability.pilot import run_pilot
+
+    ds = _dataset(cfg)
+    split = load_splits(cfg, ds.classes)[0]
+    budgets = [(p, e) for p in _ints(per_class, "--per-class") for e in _ints(epochs, "--epochs")]
+    out = Path(out) if out else Path(cfg.study.results_dir) / "pilot.csv"
+    rows = run_pilot(cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out,
+                     log=click.echo)  # fmt: skip
+    table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
+    with pd.option_context("display.width", 160):
+        click.echo(table.round(2).to_string(index=False))
+    click.echo(f"seed-to-seed SD {choice['seed_sd']:.2f} points; chosen budget: {choice['chosen']}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--file", "path", default="profiles.yaml", show_default=True)
+def profile(name, path):
+    """Print the `dvc exp run` flags (-S key=value ...) of a named profile."""
+    import shlex
+
+    click.echo(" ".join(f"-S {shlex.quote(s)}" for s in config_mod.profile_overrides(name, path)))
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         cli.main(args, standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns SIGINT into Abort
+        click.echo("interrupted: finished networks are saved; run again to resume", err=True)
         raise SystemExit(130) from None
     except click.ClickException as e:
         e.show()
@@ -239,9 +291,6 @@ def main(args: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, RuntimeError, config_mod.ConfigError) as e:
         click.echo(f"Error: {e}", err=True)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished networks are saved; run again to resume", err=True)
-        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

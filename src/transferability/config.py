@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: .inf or .nan in a float setting is refused, naming the key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -29,13 +30,16 @@ class DataConfig(Section):
     prepared: str = "data/prepared/dataset.npz"
     image_size: Annotated[int, Field(ge=8, le=512)] = 32
     # the first k images of each class; null takes them all
-    train_per_class: Annotated[int, Field(ge=1)] | None = None
+    train_per_class: Annotated[int, Field(ge=1)] | None = 1000
     test_per_class: Annotated[int, Field(ge=1)] | None = None
+    # the last k training images of each class are held out as the validation split: never
+    # trained on; convergence and every tuned choice are judged on it, never on the test set
+    val_per_class: Annotated[int, Field(ge=0)] = 500
 
 
 class SplitConfig(Section):
-    random_seeds: list[int] = [0]
-    dissimilar: bool = False
+    random_seeds: list[int] = [0, 1, 2, 3, 4]
+    dissimilar: bool = True
     custom: dict[str, dict[Literal["A", "B"], list[str]]] = {}
     dir: str = "data/splits"
 
@@ -66,22 +70,28 @@ class SplitConfig(Section):
 class ModelConfig(Section):
     arch: Literal["cifar5", "alexnet8"] = "cifar5"
     width: Annotated[float, Field(gt=0, le=16)] = 1.0
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    # he: He-normal (default); torch: PyTorch's default (Kaiming-uniform, a=sqrt(5));
+    # gaussian: the original Caffe nets' N(0, 0.01) weights
+    init: Literal["he", "torch", "gaussian"] = "he"
 
 
 class TrainConfig(Section):
-    epochs: Annotated[int, Field(ge=1)] = 10
-    batch_size: Annotated[int, Field(ge=1)] = 128
-    lr: Annotated[float, Field(gt=0)] = 0.02
+    epochs: Annotated[int, Field(ge=1)] = 20
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: Annotated[float, Field(gt=0, le=10)] = 0.02
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = True
-    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    weight_decay: Annotated[float, Field(ge=0, le=0.1)] = 5e-4
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: Annotated[float, Field(ge=0)] = 1.0
+    warmup_epochs: Annotated[float, Field(ge=0, le=1000)] = 1.0
     step_every: Annotated[int, Field(ge=1)] = 10  # epochs between x0.1 steps ("step" schedule)
     augment: bool = True
-    crop_padding: Annotated[int, Field(ge=0)] = 4
+    crop_padding: Annotated[int, Field(ge=0, le=16)] = 4
+    crop_fill: Literal["zeros", "reflect"] = "reflect"  # what the translated border shows
     eval_batch_size: Annotated[int, Field(ge=1)] = 1000
+    eval_every: Annotated[int, Field(ge=1)] = 1  # epochs between validation scores (and the last)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null keeps torch's default
     progress: bool = True
@@ -89,6 +99,8 @@ class TrainConfig(Section):
 
 class StudyConfig(Section):
     seeds: list[int] = [0]
+    # init seeds of the dissimilar split (its blocks); null: the same as `seeds`
+    dissimilar_seeds: list[int] | None = [0, 1, 2]
     directions: list[Literal["A->B", "B->A"]] = list(DIRECTIONS)
     treatments: list[Literal["BnB", "BnB+", "AnB", "AnB+", "RnB"]] = list(TREATMENTS)
     cuts: Literal["all"] | list[int] = "all"
@@ -101,14 +113,30 @@ class StudyConfig(Section):
     retries: Annotated[int, Field(ge=0)] = 1  # a failed network is retried, then reported
     gpus_per_network: Annotated[float, Field(gt=0, le=8)] = 0.25  # ray: GPU share per task
 
-    @field_validator("seeds", "directions", "treatments")
+    @field_validator("seeds", "dissimilar_seeds", "directions", "treatments", "cuts")
     @classmethod
     def _nonempty_unique(cls, v):
+        if v == "all" or v is None:
+            return v
         if not v:
             raise ValueError("must not be empty")
         if len(set(v)) != len(v):
             raise ValueError(f"names an entry twice: {v}")
         return v
+
+
+class AnalysisConfig(Section):
+    """The rules of the claims, fixed before the results are looked at (see analysis.py)."""
+
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    min_blocks: Annotated[int, Field(ge=2)] = 5  # random-split blocks needed for any verdict
+    min_blocks_dissimilar: Annotated[int, Field(ge=2)] = 3
+    # accuracy points: |specificity| below this is "no specificity" (the equivalence margin)
+    equivalence_margin: Annotated[float, Field(gt=0, le=20)] = 1.0
+    # a base has converged when retraining its classifier on its frozen features (B(top)B)
+    # gains at most this much, and BnB+ (trained twice as long) gains at most selffer_max_gain
+    converged_max_gain: Annotated[float, Field(ge=0, le=20)] = 0.5
+    selffer_max_gain: Annotated[float, Field(ge=0, le=20)] = 1.0
 
 
 class Config(Section):
@@ -117,6 +145,7 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     study: StudyConfig = StudyConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
     def _cuts(self):
@@ -170,7 +199,17 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def validate(raw: dict, where: str = "params") -> Config:
+def _dotted(d: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + str(k))
+        if isinstance(v, dict):
+            out |= _dotted(v, f"{prefix}{k}.")
+    return out
+
+
+def validate(raw: dict, where: str = "params", overridden: set[str] = frozenset()) -> Config:
+    """Validate settings; an error names the key and where it came from (file or --set)."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
@@ -179,7 +218,13 @@ def validate(raw: dict, where: str = "params") -> Config:
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"{where}: {key}: {err['msg']}{shown}")
+            parts = key.split(".")
+            came = (
+                "--set"
+                if any(".".join(parts[:i]) in overridden for i in range(1, len(parts) + 1))
+                else where
+            )
+            lines.append(f"{came}: {key}: {err['msg']}{shown}")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -197,4 +242,25 @@ def load(path: str | Path | None = "params.yaml", overrides: list[str] | None = 
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     elif path is not None and str(path) != "params.yaml":
         raise ConfigError(f"params file not found: {path}")
-    return validate(_merge(raw, parse_overrides(overrides or [])), where)
+    over = parse_overrides(overrides or [])
+    return validate(_merge(raw, over), where, _dotted(over))
+
+
+def profile_overrides(name: str, path: str | Path = "profiles.yaml") -> list[str]:
+    """A named profile's overrides as `key=value` strings (values in YAML's flow style); every
+    key must exist in params.yaml's sections, since `dvc exp run -S` only overrides those."""
+    path = Path(path)
+    try:
+        profiles = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"profiles file {path} cannot be read ({e})") from e
+    if name == "reference":
+        return []
+    if name not in profiles:
+        known = ", ".join(["reference", *profiles])
+        raise ConfigError(f"{path}: no profile {name!r} (known: {known})")
+    out = []
+    for key, value in (profiles[name] or {}).items():
+        flow = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+        out.append(f"{key}={flow.removesuffix(chr(10) + '...').strip()}")
+    return out

@@ -7,7 +7,9 @@ Two sources stand behind `prepare`:
   ``train/<class>/*`` and ``test/<class>/*`` (at its top or under a single prefix folder).
 
 Every image is converted to RGB at the configured size and decoded exactly once into a
-``.npz`` cache, keyed by a content hash of the source, written atomically.
+``.npz`` cache, keyed by a content hash of the source, written atomically. 16-bit grey images
+are scaled to 8 bits; files over `MAX_FILE_BYTES` and images over `MAX_IMAGE_PIXELS` are
+refused before they are read or decoded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ from transferability.io import atomic_write, sha256_file
 
 CACHE_VERSION = 1
 SPLITS = ("train", "test")
+MAX_FILE_BYTES = 64 << 20  # per image file: CIFAR-style images are small
+MAX_IMAGE_PIXELS = 4096 * 4096  # more is taken for a decompression bomb
 
 
 class DataError(ValueError):
@@ -77,6 +82,8 @@ class TaskData:
     test_y: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
 
 
 # --------------------------------------------------------------------------- sources
@@ -84,13 +91,38 @@ class TaskData:
 
 def _to_rgb_array(data: bytes, size: int, where: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+        with warnings.catch_warnings():  # PIL only warns below twice its own bomb limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:  # reads the header only
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(
+                        f"image too large: {where} ({w}x{h} = {w * h} pixels;"
+                        f" at most {MAX_IMAGE_PIXELS})"
+                    )
+                im = _to_8_bit(im, where).convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"image too large: {where} ({e})") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"image does not decode: {where} ({e})") from e
+
+
+def _to_8_bit(im: Image.Image, where: str) -> Image.Image:
+    """Integer grey images ("I;16*", "I") scaled from 16 bits to 8: `convert` would clip them."""
+    if not im.mode.startswith(("I", "F")):
+        return im
+    a = np.asarray(im)
+    if im.mode == "F" or a.min() < 0 or a.max() > 65535:
+        raise DataError(
+            f"image pixel values of unknown scale: {where} (mode {im.mode}, values"
+            f" {a.min()}..{a.max()}; give 8- or 16-bit images)"
+        )
+    return Image.fromarray(np.rint(a / 257).astype(np.uint8))  # 65535 -> 255
 
 
 def _layout(names: list[str], where: str) -> dict[str, dict[str, list[str]]]:
@@ -154,38 +186,59 @@ def _read_source(path: Path, size: int) -> tuple[list[str], dict[str, tuple[np.n
         def read(name: str) -> bytes:
             return (path / name).read_bytes()
 
-        return _decode(splits, read, size, where)
-    if zipfile.is_zipfile(path):
+        return _decode(splits, read, lambda name: (path / name).stat().st_size, size, where)
+    if _is_zip(path):
         try:
             with zipfile.ZipFile(path) as zf:
                 names = [n.rstrip("/") for n in zf.namelist()]
                 splits = _layout(names, where)
-                return _decode(splits, zf.read, size, where)
-        except zipfile.BadZipFile as e:
-            raise DataError(f"archive cannot be read: {where} ({e})") from e
+                return _decode(splits, zf.read, lambda n: zf.getinfo(n).file_size, size, where)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise DataError(
+                f"archive cannot be read: {where} (truncated or damaged zip: {e})"
+            ) from e
     try:
         # one sequential pass: random access into a compressed tar would re-read it each time
         contents: dict[str, bytes] = {}
+        sizes: dict[str, int] = {}
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
                 if m.isdir():
                     contents[m.name.rstrip("/")] = b""
                 elif m.isfile():
-                    f = tf.extractfile(m)
-                    contents[m.name] = f.read() if f is not None else b""
+                    sizes[m.name] = m.size
+                    f = tf.extractfile(m) if m.size <= MAX_FILE_BYTES else None  # else refused
+                    contents[m.name] = f.read() if f is not None else b""  # if in the layout
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"archive cannot be read: {where} ({e})") from e
     splits = _layout(list(contents), where)
-    return _decode(splits, contents.__getitem__, size, where)
+    return _decode(splits, contents.__getitem__, sizes.__getitem__, size, where)
 
 
-def _decode(splits, read, size: int, where: str):
+def _is_zip(path: Path) -> bool:
+    """By name or magic too: a truncated zip has lost the directory that is_zipfile looks for."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return (
+        path.suffix.lower() == ".zip"
+        or magic in (b"PK\x03\x04", b"PK\x05\x06")
+        or zipfile.is_zipfile(path)
+    )
+
+
+def _decode(splits, read, size_of, size: int, where: str):
     classes = sorted(splits["train"])
     out = {}
     for split in SPLITS:
         xs, ys = [], []
         for label, cls in enumerate(classes):
             for name in sorted(splits[split][cls]):
+                nbytes = size_of(name)  # checked before the file is read
+                if nbytes > MAX_FILE_BYTES:
+                    raise DataError(
+                        f"file too large: {where}:{name} ({nbytes} bytes;"
+                        f" an image may have at most {MAX_FILE_BYTES})"
+                    )
                 xs.append(_to_rgb_array(read(name), size, f"{where}:{name}"))
                 ys.append(label)
         out[split] = (np.stack(xs), np.asarray(ys, dtype=np.int64))
@@ -199,7 +252,7 @@ def _source_hash(path: Path) -> str:
             p = path / name
             h.update(name.encode() + b"\0")
             if p.is_file():
-                h.update(hashlib.sha256(p.read_bytes()).digest())
+                h.update(bytes.fromhex(sha256_file(p)))  # streamed: any size of file
         return h.hexdigest()
     return sha256_file(path)
 
@@ -295,8 +348,8 @@ def _cache_matches(path: Path, source_hash: str, image_size: int) -> bool:
                 and str(z["source_hash"]) == source_hash
                 and int(z["image_size"]) == image_size
             )
-    except (OSError, KeyError, ValueError):
-        return False
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False  # unreadable: rebuilt
 
 
 def load(path: Path) -> Dataset:
@@ -314,9 +367,10 @@ def load(path: Path) -> Dataset:
                 source=str(z["source"]),
                 source_hash=str(z["source_hash"]),
             )
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(
-            f"prepared dataset {path} cannot be read ({e}); delete it and re-run"
+            f"prepared dataset cannot be read: {path} ({type(e).__name__}: {e});"
+            " delete it and re-run `transferability prepare`"
         ) from e
 
 
@@ -325,27 +379,37 @@ def task_view(
     classes: list[str],
     train_per_class: int | None = None,
     test_per_class: int | None = None,
+    val_per_class: int = 0,
 ) -> TaskData:
-    """The images of `classes`, relabelled 0..k-1 in that order; optionally the first k per class.
+    """The images of `classes`, relabelled 0..k-1 in that order.
 
-    Normalisation statistics come from the whole training set, so that every task (and so every
-    copied layer) sees inputs on the same scale.
+    The last `val_per_class` training images of each class are the validation split, held out
+    whatever `train_per_class` is; training takes the first `train_per_class` of the rest (all
+    when None), testing the first `test_per_class` test images. Normalisation statistics come
+    from the whole training set, so that every task (and so every copied layer) sees inputs on
+    the same scale.
     """
     unknown = [c for c in classes if c not in ds.classes]
     if unknown:
         raise DataError(f"classes not in the dataset: {unknown} (it has {ds.classes})")
+    remap = np.full(len(ds.classes), -1, dtype=np.int64)
+    remap[[ds.classes.index(c) for c in classes]] = np.arange(len(classes))
 
-    def pick(x, y, per_class):
-        idx = []
-        for c in classes:
-            where = np.flatnonzero(y == ds.classes.index(c))
-            idx.append(where[:per_class] if per_class else where)
+    def pick(x, y, part):
+        idx = [part(np.flatnonzero(y == ds.classes.index(c)), c) for c in classes]
         sel = np.concatenate(idx)
-        remap = np.full(len(ds.classes), -1, dtype=np.int64)
-        remap[[ds.classes.index(c) for c in classes]] = np.arange(len(classes))
         return x[sel], remap[y[sel]]
 
+    def train_part(where, c):
+        if val_per_class >= len(where):
+            raise DataError(
+                f"data.val_per_class={val_per_class} leaves no training images of {c!r} "
+                f"({len(where)} in all)"
+            )
+        return where[: len(where) - val_per_class][:train_per_class]
+
     mean, std = ds.mean_std
-    train_x, train_y = pick(ds.train_x, ds.train_y, train_per_class)
-    test_x, test_y = pick(ds.test_x, ds.test_y, test_per_class)
-    return TaskData(list(classes), train_x, train_y, test_x, test_y, mean, std)
+    train_x, train_y = pick(ds.train_x, ds.train_y, train_part)
+    val_x, val_y = pick(ds.train_x, ds.train_y, lambda w, c: w[len(w) - val_per_class :])
+    test_x, test_y = pick(ds.test_x, ds.test_y, lambda w, c: w[:test_per_class])
+    return TaskData(list(classes), train_x, train_y, test_x, test_y, mean, std, val_x, val_y)

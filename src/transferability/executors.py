@@ -8,9 +8,11 @@ calling process alone writes the results table and MLflow. A network that fails 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -38,8 +40,9 @@ def _study(cfg_json: str, splits_json: str, root: str):
         if Path(root).is_dir():
             os.chdir(root)  # relative paths in the settings mean the same thing as for the caller
         cfg = validate(json.loads(cfg_json))
-        splits = [Split(**{**s, "A": tuple(s["A"]), "B": tuple(s["B"])})
-                  for s in json.loads(splits_json)]  # fmt: skip
+        splits = [
+            Split(**{**s, "A": tuple(s["A"]), "B": tuple(s["B"])}) for s in json.loads(splits_json)
+        ]
         _STUDY_CACHE[key] = Study(cfg, splits, data_mod.load(Path(cfg.data.prepared)))
     return _STUDY_CACHE[key]
 
@@ -51,9 +54,37 @@ def train_job(cfg_json: str, splits_json: str, root: str, job, threads: int | No
     return _study(cfg_json, splits_json, root).run(job)
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask for SIGTERM when the driver dies, even by kill -9 (no orphaned workers)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their queue closes
+        return
+    if os.getppid() == 1:  # the driver died before prctl took effect
+        os._exit(1)
+
+
 def _init_local_worker(gpu_queue) -> None:
+    _die_with_parent()
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+
+
+def gpu_of(worker: int, gpus: int) -> int:
+    """The GPU that local worker `worker` uses: round robin, so that several small networks
+    share each GPU evenly (8 workers on 2 GPUs: 0, 1, 0, 1, ...)."""
+    if gpus < 1:
+        raise ValueError("gpu_of needs at least one GPU")
+    return worker % gpus
+
+
+def _retryable(e: BaseException) -> bool:
+    """A diverged run or a wrong checkpoint fails the same way again: not worth a retry."""
+    from transferability.study import CheckpointMismatch
+    from transferability.train import TrainingDiverged
+
+    return not isinstance(e, TrainingDiverged | CheckpointMismatch | FileNotFoundError)
 
 
 def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
@@ -80,6 +111,9 @@ def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Out
                     break
                 except Exception as e:  # reported below, then the study goes on
                     error = f"{type(e).__name__}: {e}"
+                    if not _retryable(e):
+                        yield job, None, error
+                        break
             else:
                 yield job, None, error
     else:
@@ -95,10 +129,11 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcom
     if gpus:
         gpu_queue = ctx.Queue()
         for i in range(workers):
-            gpu_queue.put(i % gpus)
+            gpu_queue.put(gpu_of(i, gpus))
     payload = _payload(cfg, splits)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_local_worker,
-                             initargs=(gpu_queue,)) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
+    ) as pool:
         attempts = {job: 0 for job in jobs}
         running = {pool.submit(train_job, *payload, job, threads): job for job in jobs}
         while running:
@@ -109,7 +144,7 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcom
                     yield job, fut.result(), None
                 except Exception as e:
                     attempts[job] += 1
-                    if attempts[job] <= cfg.study.retries:
+                    if attempts[job] <= cfg.study.retries and _retryable(e):
                         running[pool.submit(train_job, *payload, job, threads)] = job
                     else:
                         yield job, None, f"{type(e).__name__}: {e}"
@@ -122,8 +157,9 @@ def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
         raise RuntimeError("study.executor=ray needs Ray: pip install 'ray==2.60.0'") from e
     if not ray.is_initialized():
         # RAY_ADDRESS names a running cluster; without it Ray starts a local one
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=False)  # fmt: skip
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
+        )
     use_gpu = cfg.train.device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
     threads = cfg.train.threads or 1
     task = ray.remote(

@@ -45,3 +45,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """md5 of a file, as DVC computes it for its cache."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

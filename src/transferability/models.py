@@ -77,6 +77,7 @@ class NetConfig:
     width: float = 1.0
     image_size: int = 32
     dropout: float = 0.5
+    init: str = "he"  # he | torch | gaussian (see `init_weights`)
 
 
 def _scaled(n: int, width: float) -> int:
@@ -117,43 +118,19 @@ class TransferNet(nn.Module):
                 layers.append(nn.Sequential(*block))
         self.layers = nn.ModuleList(layers)
         self.frozen = 0
-        self.reset_parameters()
+        init_weights(self, cfg.init)
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def reset_parameters(self, start: int = 0) -> None:
-        """(Re-)initialise layers start.. from the global RNG: He init, zero biases."""
-        for i, layer in enumerate(self.layers):
-            if i < start:
-                continue
-            for m in layer.modules():
-                if isinstance(m, nn.Conv2d | nn.Linear):
-                    if i == self.num_layers - 1:
-                        nn.init.normal_(m.weight, std=0.01)
-                    else:
-                        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
-
     def freeze(self, n: int) -> None:
-        """Freeze the first n layers: no gradients, and (for BatchNorm) frozen running stats."""
+        """Freeze the first n layers: no gradients (dropout in them stays on, as in Caffe)."""
         if not 0 <= n < self.num_layers:
             raise ValueError(f"cannot freeze {n} of {self.num_layers} layers")
         self.frozen = n
         for i, layer in enumerate(self.layers):
             layer.requires_grad_(i >= n)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> TransferNet:
-        super().train(mode)
-        # Frozen layers keep their statistics frozen too. Dropout stays on in frozen layers,
-        # as in the original Caffe setup (lr_mult 0 changes the weights' updates, not the net).
-        for layer in self.layers[: self.frozen]:
-            for m in layer.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frozen and self.training:
@@ -166,6 +143,29 @@ class TransferNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+def init_weights(model: TransferNet, scheme: str) -> None:
+    """Initialise every layer from the global RNG; biases start at zero.
+
+    - ``he``: He-normal for the hidden layers, N(0, 0.01) for the classifier;
+    - ``torch``: PyTorch's default for Conv2d/Linear (Kaiming-uniform with a = sqrt(5)), zero bias;
+    - ``gaussian``: N(0, 0.01) everywhere, the original Caffe nets' filler (their random frozen
+      layers collapse to near chance at n >= 3; He keeps the signal alive).
+    """
+    if scheme not in ("he", "torch", "gaussian"):
+        raise ValueError(f"model.init: unknown scheme {scheme!r} (he, torch or gaussian)")
+    last = model.num_layers - 1
+    for i, layer in enumerate(model.layers):
+        for m in layer.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                if scheme == "gaussian" or (scheme == "he" and i == last):
+                    nn.init.normal_(m.weight, std=0.01)
+                elif scheme == "he":
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                else:
+                    m.reset_parameters()
+                nn.init.zeros_(m.bias)
 
 
 def build(cfg: NetConfig, seed: int) -> TransferNet:

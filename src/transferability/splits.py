@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferability.config import Config
 from transferability.io import write_json
 
 VEHICLES = ("airplane", "automobile", "ship", "truck")
@@ -90,3 +91,29 @@ def make_splits(
         split.validate(classes)
         splits.append(split)
     return splits
+
+
+def split_path(cfg: Config, name: str) -> Path:
+    return Path(cfg.split.dir) / f"{name}.json"
+
+
+def configured_splits(cfg: Config, classes: list[str]) -> list[Split]:
+    return make_splits(classes, cfg.split.random_seeds, cfg.split.dissimilar, cfg.split.custom)
+
+
+def load_splits(cfg: Config, classes: list[str]) -> list[Split]:
+    """The split files written by `transferability split`, checked against the dataset."""
+    out = []
+    for expected in configured_splits(cfg, classes):
+        path = split_path(cfg, expected.name)
+        if not path.is_file():
+            raise FileNotFoundError(f"split file not found: {path} (run `transferability split`)")
+        split = Split.load(path)
+        split.validate(classes)
+        if (split.A, split.B) != (expected.A, expected.B):
+            raise ValueError(
+                f"split file {path} does not match the configured split {expected.name} "
+                "(run `transferability split` to rewrite it)"
+            )
+        out.append(split)
+    return out

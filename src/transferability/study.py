@@ -1,4 +1,4 @@
-"""Which networks a study needs, in dependency order, and running them resumably.
+"""What a network of the study is (`Job`, `plan`) and how one is built and trained (`Study`).
 
 Naming follows the paper. For a direction S->T (source task S, target task T) and a cut n:
 
@@ -7,27 +7,35 @@ Naming follows the paper. For a direction S->T (source task S, target task T) an
 - ``SnT`` (AnB): first n layers copied from baseS and frozen; ``SnT+`` (AnB+) fine-tuned;
 - ``RnT`` (RnB): first n layers left at their random initialisation and frozen.
 
-Layers above n start from a fresh initialisation. Every network of one (split, seed, target
-task) starts from the same random initialisation and sees the same batch order, so that the
-treatments differ only in what they copy and freeze (common random numbers: paired gaps
-between treatments carry less noise). Different seeds give independent replicates.
+What is shared with what (common random numbers):
+
+- a *block* is one (split, seed): both bases and both directions. Blocks are the independent
+  replicates; nothing random is shared between two blocks.
+- every network of one (block, target task) sees the same batch order, augmentation and dropout
+  draws, so that paired gaps between treatments carry less noise;
+- the transfer networks of one (block, target task) share one fresh initial draw for the layers
+  they do not copy — a draw that differs from the base's own initial weights, as the original
+  drew its new layers afresh; RnB's frozen random layers come from that same draw.
+
+A network's identity is its fingerprint (a hash of every setting that determines it, including
+its source base's fingerprint) together with the md5 of the base checkpoint it actually copied
+(`source_md5`), both stored in its checkpoint and its results row.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import sys
+import platform
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
-from transferability.executors import execute
-from transferability.io import atomic_write
+from transferability.io import md5_file
 from transferability.models import NetConfig, build, copy_layers, load_checkpoint, save_checkpoint
 from transferability.splits import Split
 from transferability.train import DeviceTask, resolve_device, train
@@ -37,10 +45,53 @@ COPY_FROM_SOURCE = {"AnB", "AnB+"}
 FROZEN = {"BnB", "AnB", "RnB"}
 
 COLUMNS = [
-    "network", "split", "split_kind", "direction", "source_task", "target_task", "treatment",
-    "n", "seed", "arch", "width", "train_images", "test_images", "epochs", "test_acc",
-    "train_acc", "train_loss", "seconds", "checkpoint", "source_network", "fingerprint",
-]  # fmt: skip
+    "network",
+    "split",
+    "split_kind",
+    "direction",
+    "source_task",
+    "target_task",
+    "treatment",
+    "n",
+    "seed",
+    "arch",
+    "width",
+    "num_classes",
+    "train_images",
+    "val_images",
+    "test_images",
+    "epochs",
+    "test_acc",
+    "val_acc",
+    "train_acc",
+    "train_loss",
+    "seconds",
+    "checkpoint",
+    "checkpoint_md5",
+    "source_network",
+    "source_md5",
+    "fingerprint",
+    "machine",
+]
+
+
+@cache
+def machine() -> str:
+    """What a row was computed on: CPU numbers agree bit for bit only on the same kind."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    isa = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+    return f"{cpu}; {isa}; torch {torch.__version__}; {torch.get_num_threads()} threads"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint on disk is not the network it should be (stale, swapped or damaged)."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -96,14 +147,18 @@ def plan(cfg: Config, splits: list[Split]) -> list[Job]:
     """Every network of the study: all bases first, then the transfers, in a stable order."""
     bases, transfers = [], []
     for split in splits:
-        for seed in cfg.study.seeds:
+        seeds = cfg.study.seeds
+        if split.kind == "dissimilar" and cfg.study.dissimilar_seeds is not None:
+            seeds = cfg.study.dissimilar_seeds
+        for seed in seeds:
             bases += [base_job(split.name, split.kind, seed, t) for t in ("A", "B")]
             for direction in cfg.study.directions:
                 s, t = direction.split("->")
                 for n in cfg.cuts:
                     for treatment in cfg.study.treatments:
-                        transfers.append(Job(split.name, split.kind, seed, direction, s, t,
-                                             treatment, n))  # fmt: skip
+                        transfers.append(
+                            Job(split.name, split.kind, seed, direction, s, t, treatment, n)
+                        )
     return bases + transfers
 
 
@@ -123,16 +178,23 @@ class Study:
         """A hash of everything that determines a network; a changed setting retrains it."""
         c = self.cfg
         split = self.splits[job.split]
-        train_cfg = c.train.model_dump(exclude={"device", "threads", "progress", "eval_batch_size"})
+        train_cfg = c.train.model_dump(
+            exclude={"device", "threads", "progress", "eval_batch_size", "eval_every"}
+        )
         ident = {
             "job": asdict(job),
             "classes": [list(split.A), list(split.B)],
-            "data": [self.dataset.source_hash, self.dataset.image_size,
-                     c.data.train_per_class, c.data.test_per_class],
+            "data": [
+                self.dataset.source_hash,
+                self.dataset.image_size,
+                c.data.train_per_class,
+                c.data.test_per_class,
+                c.data.val_per_class,
+            ],
             "model": c.model.model_dump(),
             "train": train_cfg,
             "source": self.fingerprint(job.source) if job.source else None,
-        }  # fmt: skip
+        }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def checkpoint(self, job: Job) -> Path:
@@ -141,7 +203,7 @@ class Study:
 
     def net_config(self, num_classes: int) -> NetConfig:
         m = self.cfg.model
-        return NetConfig(m.arch, num_classes, m.width, self.dataset.image_size, m.dropout)
+        return NetConfig(m.arch, num_classes, m.width, self.dataset.image_size, m.dropout, m.init)
 
     # ------------------------------------------------------------------ running
 
@@ -154,31 +216,65 @@ class Study:
                 self.splits[split].classes(task),
                 self.cfg.data.train_per_class,
                 self.cfg.data.test_per_class,
+                self.cfg.data.val_per_class,
             )
             self._tasks[key] = DeviceTask.from_task(view, self.device)
         return self._tasks[key]
 
-    def build(self, job: Job):
-        """The network of `job` before training: fresh init, copied and frozen layers set."""
+    def verify(self, job: Job, path: Path | None = None) -> dict:
+        """The meta of `job`'s checkpoint, if it is that network; else `CheckpointMismatch`."""
+        path = path or self.checkpoint(job)
+        try:
+            meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # torch raises several types for a damaged file
+            raise CheckpointMismatch(f"{path} is damaged ({type(e).__name__})") from None
+        expected = self.fingerprint(job)
+        if meta.get("fingerprint") != expected or meta.get("network") != job.network:
+            raise CheckpointMismatch(
+                f"{path} holds {meta.get('network')} with fingerprint {meta.get('fingerprint')}, "
+                f"not {job.network} as now configured ({expected}): it is stale or swapped"
+            )
+        return meta
+
+    def build(self, job: Job) -> tuple[torch.nn.Module, str]:
+        """The network of `job` before training, and the md5 of the base checkpoint it copied.
+
+        A base starts from its own draw; the transfer networks of one (block, target task) share
+        a fresh draw for everything they do not copy. The source checkpoint must be the network
+        `job.source` as now configured (`verify`), else nothing is copied.
+        """
         split = self.splits[job.split]
         classes = split.classes(job.target_task)
-        model = build(self.net_config(len(classes)), derive_seed("init", job.split, job.seed,
-                                                                 job.target_task))  # fmt: skip
+        role = "init" if job.treatment == "base" else "init-transfer"
+        model = build(
+            self.net_config(len(classes)), derive_seed(role, job.split, job.seed, job.target_task)
+        )
+        source_md5 = ""
         if job.source is not None:
             path = self.checkpoint(job.source)
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{job.network} needs the base checkpoint {path}: train the bases first"
                 )
+            try:
+                self.verify(job.source, path)
+            except CheckpointMismatch as e:
+                raise CheckpointMismatch(
+                    f"{job.network} cannot copy from it: {e}; run `transferability train-bases` "
+                    "to retrain the base"
+                ) from None
+            source_md5 = md5_file(path)
             src, _ = load_checkpoint(path)
             copy_layers(model, src, job.n, src_name=str(path))
         if job.treatment in FROZEN:
             model.freeze(job.n)
-        return model
+        return model, source_md5
 
     def run(self, job: Job) -> tuple[dict, list[dict]]:
         """Train one network, write its checkpoint atomically; return its row and history."""
-        model = self.build(job)
+        model, source_md5 = self.build(job)
         data = self.task(job.split, job.target_task)
         result = train(
             model,
@@ -189,6 +285,18 @@ class Study:
         )
         path = self.checkpoint(job)
         fingerprint = self.fingerprint(job)
+        meta = {
+            "network": job.network,
+            "split": job.split,
+            "treatment": job.treatment,
+            "n": job.n,
+            "seed": job.seed,
+            "fingerprint": fingerprint,
+            "source_md5": source_md5,
+            "classes": self.splits[job.split].classes(job.target_task),
+            "history": result.history,
+        }
+        save_checkpoint(path, model, meta)
         row = {
             "network": job.network,
             "split": job.split,
@@ -201,132 +309,21 @@ class Study:
             "seed": job.seed,
             "arch": self.cfg.model.arch,
             "width": self.cfg.model.width,
+            "num_classes": model.cfg.num_classes,
             "train_images": len(data.train_x),
+            "val_images": len(data.val_x),
             "test_images": len(data.test_x),
             "epochs": self.cfg.train.epochs,
             "test_acc": round(result.test_acc, 6),
+            "val_acc": round(result.val_acc, 6),
             "train_acc": round(result.train_acc, 6),
             "train_loss": round(result.train_loss, 6),
             "seconds": round(result.seconds, 2),
             "checkpoint": path.as_posix(),
+            "checkpoint_md5": md5_file(path),
             "source_network": job.source.network if job.source else "",
+            "source_md5": source_md5,
             "fingerprint": fingerprint,
+            "machine": machine(),
         }
-        meta = {k: row[k] for k in ("network", "split", "treatment", "n", "seed", "fingerprint")}
-        meta["classes"] = self.splits[job.split].classes(job.target_task)
-        meta["history"] = result.history
-        save_checkpoint(path, model, meta)
         return row, result.history
-
-
-# ---------------------------------------------------------------------- results table
-
-
-def read_runs(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_runs(path: Path, rows: list[dict]) -> None:
-    """Rewrite the whole table atomically: a crash leaves the old table or the new, never half."""
-    with atomic_write(path, "w") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in COLUMNS})
-
-
-def run_study(
-    cfg: Config,
-    splits: list[Split],
-    dataset: data_mod.Dataset,
-    runs_path: Path,
-    which: str = "all",
-    log=print,
-) -> list[dict]:
-    """Train every network of `which` (all | bases | transfers) not already done; returns the rows.
-
-    A network counts as done when runs_path has its row with the current fingerprint and its
-    checkpoint exists; anything else is (re)trained. Each finished network is committed at once
-    (checkpoint, then the table rewritten atomically), so an interrupted study loses at most
-    the network in progress. With study.mlflow, every network is one MLflow run (logged before
-    its row is written, so that a resumed study never holds a row without its run).
-    """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    study = Study(cfg, splits, dataset)
-    everything = plan(cfg, splits)
-    if which == "bases":
-        jobs = [j for j in everything if j.treatment == "base"]
-    elif which == "transfers":
-        jobs = [j for j in everything if j.treatment != "base"]
-    elif which == "all":
-        jobs = everything
-    else:
-        raise ValueError(f"which must be all, bases or transfers, not {which!r}")
-    # rows of networks no longer in the study are dropped: the table describes this study
-    wanted = {j.network for j in everything}
-    existing = read_runs(runs_path)
-    rows = {r["network"]: r for r in existing if r["network"] in wanted}
-    if len(rows) < len(existing):
-        write_runs(runs_path, [rows[j.network] for j in everything if j.network in rows])
-    todo = [
-        j
-        for j in jobs
-        if not (
-            j.network in rows
-            and rows[j.network]["fingerprint"] == study.fingerprint(j)
-            and study.checkpoint(j).is_file()
-        )
-    ]
-    if which == "transfers":  # the bases come from an earlier run: say so before starting
-        missing = sorted({str(study.checkpoint(j.source)) for j in todo
-                          if j.source and not study.checkpoint(j.source).is_file()})  # fmt: skip
-        if missing:
-            raise FileNotFoundError(
-                f"base checkpoint(s) missing: {', '.join(missing)}: train the bases first"
-            )
-    where = (f"{cfg.study.workers} local workers" if cfg.study.executor == "local"
-             and cfg.study.workers > 1 else cfg.study.executor)  # fmt: skip
-    log(f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(todo)} done, "
-        f"{len(todo)} to train on {study.device} ({where})")  # fmt: skip
-    tracker = None
-    if cfg.study.mlflow:
-        from transferability.tracking import Tracker
-
-        tracker = Tracker(cfg, study, everything, Path(cfg.data.prepared))
-        for job in jobs:  # finished networks that have no run yet (e.g. trained untracked)
-            if job not in todo and not tracker.run_id_of(job.network):
-                meta = torch.load(study.checkpoint(job), weights_only=True)["meta"]
-                tracker.log_network(job, rows[job.network], meta["history"])
-    failed = []
-    done = 0
-    # bases before the transfers that copy them; within each phase networks are independent
-    for phase in ([j for j in todo if j.treatment == "base"],
-                  [j for j in todo if j.treatment != "base"]):  # fmt: skip
-        for job, result, error in execute(cfg, splits, study, phase):
-            done += 1
-            if error is not None:
-                failed.append(f"{job.network}: {error}")
-                log(f"[{done}/{len(todo)}] {job.network}: FAILED ({error})")
-                continue
-            row, history = result
-            if tracker:
-                tracker.log_network(job, row, history)
-            rows[job.network] = row
-            write_runs(runs_path, [rows[j.network] for j in everything if j.network in rows])
-            log(f"[{done}/{len(todo)}] {job.network}: test {row['test_acc']:.4f} "
-                f"train {row['train_acc']:.4f} ({row['seconds']:.0f}s)")  # fmt: skip
-    sys.stdout.flush()
-    if tracker:
-        tracker.finish(failed=bool(failed))
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} network(s) failed after {cfg.study.retries} retries (the others "
-            "are saved; run again to retry):\n  " + "\n  ".join(failed)
-        )
-    mine = {j.network for j in jobs}
-    return [r for r in read_runs(runs_path) if r["network"] in mine]

@@ -2,24 +2,33 @@
 
 The store is ``sqlite:///<repo root>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` says otherwise;
 the repository root is found even when DVC runs a stage in a temporary copy of the repo.
-Only the process that runs the study writes to MLflow (networks are logged when they finish),
-and SQLite waits for a lock instead of failing, so concurrent writers do not collide.
+Only the process that runs the study writes to MLflow (networks are logged when they finish).
+A locked store is waited for, never a reason to lose a result: SQLite waits BUSY_TIMEOUT_S per
+statement, and every call is then retried with backoff for RETRY_FOR_S. A fresh store is
+created under a lock file, since two processes migrating one SQLite schema at once collide.
 Checkpoints stay with DVC: a run records their path and md5 (DVC's hash), not a copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import time
-from functools import cache
+from contextlib import nullcontext
+from functools import cache, partial
 from pathlib import Path
 
 from transferability.config import Config
+from transferability.io import md5_file
 
 EXPERIMENT = "transferability"
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+BUSY_TIMEOUT_S = 60.0  # SQLite's wait for a lock, unless the URI's ?timeout= says otherwise
+RETRY_FOR_S = 300.0  # then a call that still finds the store locked is retried this long
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+log = logging.getLogger(__name__)
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -46,12 +55,69 @@ def tracking_uri() -> str:
     return f"sqlite:///{repo_root() / 'mlflow.db'}?timeout=60"
 
 
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _busy_timeout(conn, cursor, statement, parameters, context, executemany):
+    """MLflow opens every SQLite session with ``PRAGMA busy_timeout = 20000`` (hard-coded in
+    mlflow.store.db.utils, no setting), which overrides ?timeout=: put the URI's wait back."""
+    if statement.startswith("PRAGMA busy_timeout ="):
+        seconds = float(conn.engine.url.query.get("timeout", BUSY_TIMEOUT_S))
+        statement = f"PRAGMA busy_timeout = {int(seconds * 1000)};"
+    return statement, parameters
+
+
+def _transient(e: Exception) -> bool:
+    """A locked or unavailable store: MLflow wraps SQLAlchemy's OperationalError in that code."""
+    return getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE" or "locked" in str(e)
+
+
+def retry(call, *args, **kwargs):
+    """call(*args, **kwargs), retried with exponential backoff while the store is locked."""
+    deadline, delay = time.monotonic() + RETRY_FOR_S, 0.5
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as e:
+            if not _transient(e) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("MLflow store busy (%s); retrying in %.0f s", str(e)[:200], delay)
+        time.sleep(delay)
+        delay = min(2 * delay, 60.0)
+
+
+class _Patient:
+    """An MlflowClient whose every method is retried while the store is locked."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        return partial(retry, getattr(self.client, name))
+
+
+def ensure_store(uri: str | None = None) -> tuple[_Patient, str]:
+    """A client of the store and the id of the experiment, both created if need be.
+
+    Two processes creating one fresh SQLite store race in MLflow's schema migrations
+    ("duplicate column name"), so a lock file beside the db serialises them.
+    """
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "before_cursor_execute", _busy_timeout):
+        event.listen(Engine, "before_cursor_execute", _busy_timeout, retval=True)
+    uri = uri or tracking_uri()
+    lock = nullcontext()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{db}.lock")
+    with lock:
+        client = _Patient(retry(MlflowClient, uri))
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        # the UI opens a model-training experiment on its runs table, not on GenAI traces
+        tags = {EXPERIMENT_KIND: MODEL_TRAINING}
+        return client, exp.experiment_id if exp else client.create_experiment(EXPERIMENT, tags=tags)
 
 
 @cache
@@ -81,31 +147,28 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """Logs the networks of one study; `plan` is every network the study holds."""
+    """Logs the networks of one study; `plan` is every network the study holds.
+
+    As a context manager it never leaves the parent run RUNNING: leaving by an exception
+    finishes it KILLED (Ctrl-C) or FAILED, unless `finish` already did.
+    """
 
     def __init__(self, cfg: Config, study, plan, data_file: Path | None = None):
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        self.mlflow = mlflow
-        self.client = MlflowClient(tracking_uri())
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
-        self.experiment_id = exp.experiment_id if exp else self._create_experiment()
+        self.client, self.experiment_id = ensure_store()
+        self.finished = ""
         self.cfg = cfg
         self.data_md5 = md5_file(data_file) if data_file and Path(data_file).is_file() else ""
         bases = sorted(study.fingerprint(j) for j in plan if j.treatment == "base")
         self.study_id = hashlib.sha256("/".join(bases).encode()).hexdigest()[:12]
         self.parent_id = self._parent(plan)
-        self._prune({j.network for j in plan})
 
-    def _create_experiment(self) -> str:
-        from mlflow.exceptions import MlflowException
+    def __enter__(self) -> Tracker:
+        return self
 
-        try:
-            # the UI opens a model-training experiment on its runs table, not on GenAI traces
-            return self.client.create_experiment(EXPERIMENT, tags={EXPERIMENT_KIND: MODEL_TRAINING})
-        except MlflowException:  # another process created it first
-            return self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+    def __exit__(self, kind, error, tb) -> None:
+        if not self.finished:  # KeyboardInterrupt or SystemExit: KILLED
+            crashed = kind is not None and issubclass(kind, Exception)
+            self.finish(status="FINISHED" if kind is None else "FAILED" if crashed else "KILLED")
 
     def _search(self, query: str):
         return self.client.search_runs([self.experiment_id], query, max_results=50000)
@@ -128,11 +191,14 @@ class Tracker:
         q = f"tags.mlflow.parentRunId = '{self.parent_id}'" + (f" and {extra}" if extra else "")
         return self._search(q)
 
-    def _prune(self, networks: set[str]) -> None:
-        """Delete runs of networks the study no longer holds: one run per results row."""
-        for run in self._children():
-            if run.data.tags.get("network") not in networks:
-                self.client.delete_run(run.info.run_id)
+    def prune(self, networks: set[str]) -> list[str]:
+        """Delete the runs of networks other than `networks`; returns the networks deleted.
+
+        Never automatic: a narrower study adds to the store, and only this removes runs."""
+        gone = [r for r in self._children() if r.data.tags.get("network") not in networks]
+        for run in gone:
+            self.client.delete_run(run.info.run_id)
+        return sorted({r.data.tags.get("network", "") for r in gone})
 
     def run_id_of(self, network: str) -> str:
         runs = self._children(f"tags.network = '{network}'")
@@ -167,14 +233,15 @@ class Tracker:
             "source_task": job.source_task or "-",
             "target_task": job.target_task,
             "source_network": row.get("source_network") or "-",
-            "source_run": self.run_id_of(row["source_network"]) if row.get("source_network")
+            "source_run": self.run_id_of(row["source_network"])
+            if row.get("source_network")
             else "-",
             "git_commit": git_commit() or "-",
             "data_md5": self.data_md5 or "-",
             "checkpoint": ckpt.as_posix(),
             "checkpoint_md5": md5_file(ckpt) if ckpt.is_file() else "-",
             "fingerprint": row["fingerprint"],
-        }  # fmt: skip
+        }
         end = int(time.time() * 1000)  # logged when it finished: give the run its real span
         start = end - int(float(row["seconds"]) * 1000)
         run = self.client.create_run(
@@ -190,6 +257,10 @@ class Tracker:
         self.client.set_terminated(run_id, end_time=end)
         return run_id
 
-    def finish(self, failed: bool = False) -> None:
-        """Close the parent run (a later stage of the same study may log to it again)."""
-        self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+    def finish(self, failed: bool = False, status: str = "") -> None:
+        """Close the parent run FINISHED, FAILED or KILLED (a later stage may log to it again)."""
+        status = status or ("FAILED" if failed else "FINISHED")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        self.client.set_terminated(self.parent_id, status=status)
+        self.finished = status

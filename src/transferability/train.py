@@ -35,6 +35,8 @@ class DeviceTask:
     test_y: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
 
     @classmethod
     def from_task(cls, task: TaskData, device: torch.device) -> DeviceTask:
@@ -49,6 +51,8 @@ class DeviceTask:
             t(task.test_y),
             torch.as_tensor(task.mean * 255.0, **stat).view(1, -1, 1, 1),
             torch.as_tensor(task.std * 255.0, **stat).view(1, -1, 1, 1),
+            t(task.val_x),
+            t(task.val_y),
         )
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,14 +60,22 @@ class DeviceTask:
         return x.contiguous(memory_format=torch.channels_last)
 
 
-def batch_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random translation by up to `pad` pixels (zero fill) and horizontal flip, per image."""
+def batch_crop_flip(
+    x: torch.Tensor, pad: int, gen: torch.Generator, fill: str = "zeros"
+) -> torch.Tensor:
+    """Random translation by up to `pad` pixels and horizontal flip, per image.
+
+    The border shows zeros (``fill="zeros"``) or the image mirrored (``"reflect"``).
+    """
     b, c, h, w = x.shape
     flip = torch.rand(b, generator=gen) < 0.5
     if pad:
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-        xp = F.pad(x, (pad, pad, pad, pad))
+        if fill == "reflect":  # reflect-padding needs a float tensor; uint8 values are exact
+            xp = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect").to(x.dtype)
+        else:
+            xp = F.pad(x, (pad, pad, pad, pad))
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         bi = torch.arange(b, device=x.device)[:, None, None, None]
@@ -72,9 +84,11 @@ def batch_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Te
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA; none on the CPU (bf16 autocast was 25x slower there)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, enabled: bool | None = None):
+    """bf16 mixed precision on CUDA; none on the CPU (bf16 autocast was 25x slower there).
+    `enabled` forces it either way (the tests run the CUDA branch on the CPU)."""
+    on = device.type == "cuda" if enabled is None else enabled
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -118,11 +132,21 @@ def optimizer_for(model: TransferNet, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
-def train_step(model: TransferNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite: the settings (learning rate first) are too hot."""
+
+
+def train_step(
+    model: TransferNet,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
+):
     """One optimizer step on a normalised batch (bf16 autocast on CUDA); returns logits, loss."""
     with autocast(x.device):
         out = model(x)
-        loss = F.cross_entropy(out, y)
+        loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -132,6 +156,7 @@ def train_step(model: TransferNet, opt: torch.optim.Optimizer, x: torch.Tensor, 
 @dataclass
 class TrainResult:
     test_acc: float
+    val_acc: float
     train_acc: float
     train_loss: float
     seconds: float
@@ -147,8 +172,10 @@ def train(
 ) -> TrainResult:
     """Train `model` in place on `data` for cfg.epochs; the score is the final test accuracy.
 
-    The seed fixes the batch order, the augmentation and dropout, so that on the CPU the same
-    seed gives the same numbers.
+    Validation accuracy is recorded every cfg.eval_every epochs and at the end (convergence is
+    judged on it); the test set is scored once, at the end, and chooses nothing. The seed fixes
+    the batch order, the augmentation and dropout, so that on the CPU the same seed gives the
+    same numbers. A non-finite training loss stops with `TrainingDiverged`.
     """
     device = data.train_x.device
     if device.type == "cuda":
@@ -158,6 +185,7 @@ def train(
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     gen = torch.Generator().manual_seed(seed)
+    bs = cfg.eval_batch_size
     history: list[dict] = []
     start = time.perf_counter()
     bar = tqdm(
@@ -178,10 +206,10 @@ def train(
                 idx = perm[i : i + cfg.batch_size]
                 xb, yb = data.train_x[idx], data.train_y[idx]
                 if cfg.augment:
-                    xb = batch_crop_flip(xb, cfg.crop_padding, gen)
+                    xb = batch_crop_flip(xb, cfg.crop_padding, gen, cfg.crop_fill)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(cfg, step, steps_per_epoch)
-                out, loss = train_step(model, opt, data.normalise(xb), yb)
+                out, loss = train_step(model, opt, data.normalise(xb), yb, cfg.label_smoothing)
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.detach().argmax(1) == yb).sum()
                 step += 1
@@ -192,20 +220,31 @@ def train(
                 "epoch": epoch + 1,
                 "train_loss": loss_sum.item() / n,
                 "train_acc": correct.item() / n,
-                "test_acc": evaluate(model, data, data.test_x, data.test_y, cfg.eval_batch_size),
                 "lr": opt.param_groups[0]["lr"],
             }
+            if not math.isfinite(record["train_loss"]):
+                bar.close()
+                raise TrainingDiverged(
+                    f"{desc}: training loss is {record['train_loss']} in epoch {epoch + 1} "
+                    f"(train.lr={cfg.lr}): lower train.lr or raise train.warmup_epochs"
+                )
+            final = epoch + 1 == cfg.epochs
+            if len(data.val_x) and (final or (epoch + 1) % cfg.eval_every == 0):
+                record["val_acc"] = evaluate(model, data, data.val_x, data.val_y, bs)
+            if final:
+                record["test_acc"] = evaluate(model, data, data.test_x, data.test_y, bs)
             history.append(record)
             if not bar.disable:
                 bar.set_postfix(
                     loss=f"{record['train_loss']:.3f}",
                     acc=f"{record['train_acc']:.3f}",
-                    test=f"{record['test_acc']:.3f}",
+                    val=f"{record.get('val_acc', math.nan):.3f}",
                 )
     bar.close()
     last = history[-1]
     return TrainResult(
         test_acc=last["test_acc"],
+        val_acc=last.get("val_acc", math.nan),
         train_acc=last["train_acc"],
         train_loss=last["train_loss"],
         seconds=time.perf_counter() - start,

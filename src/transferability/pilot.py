@@ -1,0 +1,111 @@
+"""The convergence pilot: how long must a base train before its features stop changing?
+
+For each budget (training images per class × epochs), task and seed it trains a base on the
+task's training images and scores it on the validation split (never the test set), and then
+the top-cut selffer: the base's first L−1 layers copied and frozen, the classifier retrained
+from a fresh draw for the same schedule. A base has converged when training it twice as long
+gains less than the seed-to-seed noise and the selffer no longer beats it (`analysis.
+choose_budget` applies the rule). Rows are written as they finish; a rerun skips the budgets
+already in the table for the same recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from transferability import data as data_mod
+from transferability.config import Config
+from transferability.io import atomic_write
+from transferability.models import build, copy_layers
+from transferability.splits import Split
+from transferability.study import Study, base_job, derive_seed, machine
+from transferability.train import train
+
+COLUMNS = [
+    "split", "task", "seed", "per_class", "epochs", "image_epochs", "val_acc", "selffer_val_acc",
+    "selffer_gain", "seconds", "recipe", "machine",
+]  # fmt: skip
+
+
+def recipe_id(cfg: Config) -> str:
+    """A hash of the settings that shape training other than the budget itself."""
+    ident = {
+        "model": cfg.model.model_dump(),
+        "train": cfg.train.model_dump(
+            exclude={"epochs", "device", "threads", "progress", "eval_batch_size", "eval_every"}
+        ),
+        "val": cfg.data.val_per_class,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def budget_run(cfg: Config, dataset: data_mod.Dataset, split: Split, task: str, seed: int) -> dict:
+    """One base and its top-cut selffer at cfg's budget, scored on the validation split."""
+    study = Study(cfg, [split], dataset)
+    model, _ = study.build(base_job(split.name, split.kind, seed, task))
+    data = study.task(split.name, task)
+    order = derive_seed("data", split.name, seed, task)
+    base = train(model, data, cfg.train, seed=order, desc=f"{split.name}/{task}/s{seed}")
+    top = model.num_layers - 1
+    selffer = build(model.cfg, derive_seed("init-transfer", split.name, seed, task))
+    copy_layers(selffer, model.cpu(), top)
+    selffer.freeze(top)
+    sel = train(selffer, data, cfg.train, seed=order, desc=f"B{top}B")
+    per_class = len(data.train_x) // len(split.classes(task))
+    return {
+        "split": split.name,
+        "task": task,
+        "seed": seed,
+        "per_class": per_class,
+        "epochs": cfg.train.epochs,
+        "image_epochs": len(data.train_x) * cfg.train.epochs,
+        "val_acc": round(base.val_acc, 6),
+        "selffer_val_acc": round(sel.val_acc, 6),
+        "selffer_gain": round(sel.val_acc - base.val_acc, 6),
+        "seconds": round(base.seconds + sel.seconds, 1),
+        "recipe": recipe_id(cfg),
+        "machine": machine(),
+    }
+
+
+def run_pilot(
+    cfg: Config,
+    dataset: data_mod.Dataset,
+    split: Split,
+    budgets: list[tuple[int, int]],
+    tasks: list[str],
+    seeds: list[int],
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Every (per_class, epochs) budget × task × seed not yet in `out` for this recipe."""
+    out = Path(out)
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
+    rows = done.to_dict("records")
+    recipe = recipe_id(cfg)
+    have = {(r["per_class"], r["epochs"], r["task"], r["seed"]) for r in rows
+            if r["recipe"] == recipe and r["split"] == split.name}  # fmt: skip
+    for per_class, epochs in budgets:
+        budget = cfg.model_copy(
+            update={
+                "data": cfg.data.model_copy(update={"train_per_class": per_class}),
+                "train": cfg.train.model_copy(update={"epochs": epochs}),
+            }
+        )
+        for task in tasks:
+            for seed in seeds:
+                if (per_class, epochs, task, seed) in have:
+                    continue
+                row = budget_run(budget, dataset, split, task, seed)
+                rows.append(row)
+                with atomic_write(out) as f:
+                    pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
+                log(f"{per_class}/class × {epochs} epochs, task {task}, seed {seed}: val "
+                    f"{row['val_acc']:.4f}, selffer {row['selffer_gain'] * 100:+.2f} points "
+                    f"({row['seconds']:.0f}s)")  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)

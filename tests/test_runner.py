@@ -1,0 +1,150 @@
+"""A study that spans several sittings never loses, mixes or fakes a result."""
+
+import shutil
+
+import pytest
+import torch
+
+import transferability.train as train_mod
+from transferability import config
+from transferability.models import load_checkpoint
+from transferability.runner import locked, prune, read_runs, run_study, write_runs
+
+QUIET = {"log": lambda *_: None}
+
+
+def with_(cfg, section, **kw):
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=kw)})
+
+
+def no_mlflow(cfg):
+    return with_(cfg, "study", mlflow=False)
+
+
+def base_ckpt(cfg, task):
+    from pathlib import Path
+
+    return Path(cfg.study.models_dir, "bases", "random0", "s0", f"base{task}.pt")
+
+
+def test_stale_bases_are_never_copied(tiny_study, tmp_path):
+    """Bases trained at 1 epoch, transfers asked for at 2: refused, not silently copied."""
+    cfg, splits, ds = tiny_study
+    cfg = with_(no_mlflow(cfg), "study", cuts=[1], treatments=["AnB"])
+    run_study(cfg, splits, ds, tmp_path / "bases.csv", which="bases", **QUIET)
+    two = with_(cfg, "train", epochs=2)
+    with pytest.raises(RuntimeError, match="stale or swapped") as err:
+        run_study(two, splits, ds, tmp_path / "transfers.csv", which="transfers", **QUIET)
+    assert "train-bases" in str(err.value)
+    assert read_runs(tmp_path / "transfers.csv") == []
+    msgs = []
+    run_study(two, splits, ds, tmp_path / "bases.csv", which="bases", log=msgs.append)
+    assert "0 done, 2 to train" in msgs[0]  # the stale bases are retrained
+    rows = run_study(two, splits, ds, tmp_path / "transfers.csv", which="transfers", **QUIET)
+    assert len(rows) == 2 and all(r["epochs"] == "2" for r in rows)
+
+
+def test_a_swapped_or_damaged_base_is_retrained_not_used(tiny_study, tmp_path):
+    cfg, splits, ds = tiny_study
+    cfg = with_(no_mlflow(cfg), "study", cuts=[1], treatments=["BnB"])
+    runs = tmp_path / "runs.csv"
+    run_study(cfg, splits, ds, runs, which="bases", **QUIET)
+    good = read_runs(runs)
+    shutil.copy(base_ckpt(cfg, "A"), base_ckpt(cfg, "B"))  # baseA.pt over baseB.pt
+    with pytest.raises(RuntimeError, match=r"holds random0/s0/baseA"):
+        run_study(cfg, splits, ds, tmp_path / "t.csv", which="transfers", **QUIET)
+    base_ckpt(cfg, "A").write_bytes(b"\x00garbage" * 100)  # damaged
+    msgs = []
+    run_study(cfg, splits, ds, runs, which="bases", log=msgs.append)
+    assert "0 done, 2 to train" in msgs[0]
+    keys = ("network", "test_acc", "train_loss", "checkpoint_md5")
+    same = [[r[k] for k in keys] for r in read_runs(runs)] == [[r[k] for k in keys] for r in good]
+    assert same  # retrained: the same networks, bit for bit on this CPU
+    base_ckpt(cfg, "A").write_bytes(b"junk")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(base_ckpt(cfg, "A"))
+    assert "weights_only" not in str(err.value) and "baseA.pt" in str(err.value)
+
+
+def test_results_are_additive_and_pruning_is_explicit(tiny_study, tmp_path):
+    cfg, splits, ds = tiny_study
+    cfg = with_(no_mlflow(cfg), "study", treatments=["AnB"])
+    runs = tmp_path / "runs.csv"
+    run_study(cfg, splits, ds, runs, **QUIET)  # cuts 1 and 3: 2 bases + 4 transfers
+    assert len(read_runs(runs)) == 6
+    narrower = with_(cfg, "study", cuts=[1])
+    msgs = []
+    run_study(narrower, splits, ds, runs, log=msgs.append)
+    assert "0 to train" in msgs[0] and len(read_runs(runs)) == 6  # nothing deleted
+    seed1 = with_(narrower, "study", seeds=[1])
+    run_study(seed1, splits, ds, runs, **QUIET)
+    seeds = {r["seed"] for r in read_runs(runs)}
+    assert seeds == {"0", "1"} and len(read_runs(runs)) == 10  # both studies' rows kept
+    dropped = prune(narrower, splits, ds, runs, **QUIET)
+    assert len(dropped) == 6 and {r["seed"] for r in read_runs(runs)} == {"0"}
+    assert len(read_runs(runs)) == 4
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(tiny_study, tmp_path):
+    cfg, splits, ds = tiny_study
+    runs = tmp_path / "runs.csv"
+    with locked(runs), pytest.raises(RuntimeError, match="another study is writing"):
+        run_study(no_mlflow(cfg), splits, ds, runs, **QUIET)
+
+
+def test_a_foreign_table_is_named_not_a_keyerror(tmp_path):
+    (tmp_path / "runs.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"runs\.csv is not a results table"):
+        read_runs(tmp_path / "runs.csv")
+
+
+def test_divergence_stops_the_network_naming_the_setting_and_writes_no_row(
+    tiny_study, tmp_path, monkeypatch
+):
+    cfg, splits, ds = tiny_study
+    real = train_mod.train_step
+
+    def exploding(model, opt, x, y, label_smoothing=0.0):
+        out, loss = real(model, opt, x, y, label_smoothing)
+        return out, loss * torch.tensor(float("nan"))
+
+    monkeypatch.setattr(train_mod, "train_step", exploding)
+    runs = tmp_path / "runs.csv"
+    with pytest.raises(RuntimeError, match=r"TrainingDiverged.*train\.lr") as err:
+        run_study(
+            with_(no_mlflow(cfg), "study", retries=3), splits, ds, runs, which="bases", **QUIET
+        )
+    assert str(err.value).count("\n  random0/s0/baseA:") == 1  # reported once: not retried
+    assert read_runs(runs) == []
+
+
+def test_bad_settings_are_refused_naming_the_key_and_where_it_came_from():
+    bad_settings = {
+        "train.lr=.inf": "train.lr",
+        "train.lr=50": "train.lr",
+        "study.cuts=[1,1]": "study.cuts",
+        "train.weight_decay=.nan": "train.weight_decay",
+    }
+    for bad, key in bad_settings.items():
+        with pytest.raises(config.ConfigError, match=rf"--set: {key}"):
+            config.load(None, [bad])
+
+
+def test_trust_rows_keeps_finished_rows_whose_checkpoints_are_elsewhere(tiny_study, tmp_path):
+    """Resuming on a fresh machine: finished rows stand; a missing base needed by unfinished
+    networks is retrained and they copy the new one (its md5 is in their rows)."""
+    cfg, splits, ds = tiny_study
+    cfg = with_(no_mlflow(cfg), "study", cuts=[1], treatments=["AnB", "BnB"])
+    runs = tmp_path / "runs.csv"
+    run_study(with_(cfg, "study", treatments=["AnB"]), splits, ds, runs, **QUIET)
+    before = {r["network"]: r for r in read_runs(runs)}
+    shutil.rmtree(cfg.study.models_dir)  # the new machine has no checkpoints
+    msgs = []
+    run_study(cfg, splits, ds, runs, trust_rows=True, log=msgs.append)
+    assert "2 done, 4 to train" in msgs[0]  # 2 AnB done; 2 BnB + the 2 bases they copy
+    after = {r["network"]: r for r in read_runs(runs)}
+    assert all(after[k] == v for k, v in before.items() if "A1" in k and "base" not in k)
+    bnb = after["random0/s0/B1B"]
+    assert bnb["source_md5"] == after["random0/s0/baseB"]["checkpoint_md5"]
+    write_runs(runs, list(after.values()))  # a rewrite keeps every column
+    assert read_runs(runs) == list(after.values())

@@ -27,8 +27,11 @@ def git(*args: str) -> str:
 
 
 def main(name: str, profile: str) -> None:
-    refs = [r for r in git("for-each-ref", "--format=%(refname)", "refs/exps").split()
-            if r.endswith(f"/{name}")]  # fmt: skip
+    refs = [
+        r
+        for r in git("for-each-ref", "--format=%(refname)", "refs/exps").split()
+        if r.endswith(f"/{name}")
+    ]
     assert refs, f"no experiment named {name}"
     ref = refs[-1]
     params = yaml.safe_load(git("show", f"{ref}:params.yaml"))
@@ -53,8 +56,11 @@ def main(name: str, profile: str) -> None:
             assert Path(".dvc/cache/files/md5", md5[:2], md5[2:]).is_file(), out["path"]
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(EXPERIMENT)
-    logged = {r.data.tags.get("network") for r in client.search_runs(
-        [exp.experiment_id], max_results=50000) if r.data.tags.get("role") != "study"}  # fmt: skip
+    logged = {
+        r.data.tags.get("network")
+        for r in client.search_runs([exp.experiment_id], max_results=50000)
+        if r.data.tags.get("role") != "study"
+    }
     assert set(expected) <= logged, f"{len(set(expected) - logged)} networks have no MLflow run"
     print(f"{name}: {len(runs)} networks, one row and one MLflow run each; PDF and notebook cached")
 

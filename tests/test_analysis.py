@@ -99,8 +99,11 @@ def test_no_interval_or_verdict_from_fewer_blocks_than_the_rule():
 
 def test_equivalence_never_calls_an_interval_that_excludes_zero_general():
     """BnB − AnB at n=1 per block: [0.25, 1.27]-like data excludes 0 → not general."""
-    spec = {"general": [0.2, -0.3, 0.1, 0.0, -0.1], "excludes_0": [0.5, 0.9, 0.7, 1.0, 0.6],
-            "huge": [3.0, 3.2, 2.9, 3.1, 3.3]}  # fmt: skip
+    spec = {
+        "general": [0.2, -0.3, 0.1, 0.0, -0.1],
+        "excludes_0": [0.5, 0.9, 0.7, 1.0, 0.6],
+        "huge": [3.0, 3.2, 2.9, 3.1, 3.3],
+    }
     verdicts = {}
     for name, pts in spec.items():
 
@@ -213,8 +216,15 @@ def test_analyse_writes_the_results_files(tmp_path):
     assert s["blocks"] == {"random": 5}
     claims_csv = pd.read_csv(tmp_path / "claims.csv")
     assert list(claims_csv.columns) == [
-        "claim", "statistic", "estimate", "ci_low", "ci_high", "blocks", "verdict", "rule",
-    ]  # fmt: skip
+        "claim",
+        "statistic",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "blocks",
+        "verdict",
+        "rule",
+    ]
     for name in ("accuracy.csv", "gaps.csv", "table1.csv", "summary.json", "metrics.json"):
         assert (tmp_path / name).is_file()
     acc = pd.read_csv(tmp_path / "accuracy.csv")
@@ -231,11 +241,20 @@ def test_the_pilot_chooses_the_cheapest_converged_budget():
     val = {(1000, 10): 70.0, (1000, 20): 72.0, (1000, 40): 72.3, (500, 20): 65.0, (500, 40): 65.2}
     gain = {(1000, 10): 0.0, (1000, 20): 1.0, (1000, 40): 0.0, (500, 20): 0.1, (500, 40): 0.0}
     rows = [
-        {"task": t, "seed": s, "per_class": p, "epochs": e, "image_epochs": 5 * p * e,
-         "val_acc": (v + (0.5 if s else -0.5)) / 100, "selffer_gain": gain[p, e] / 100,
-         "seconds": 1.0}
-        for (p, e), v in val.items() for t in ("A", "B") for s in (0, 1)
-    ]  # fmt: skip
+        {
+            "task": t,
+            "seed": s,
+            "per_class": p,
+            "epochs": e,
+            "image_epochs": 5 * p * e,
+            "val_acc": (v + (0.5 if s else -0.5)) / 100,
+            "selffer_gain": gain[p, e] / 100,
+            "seconds": 1.0,
+        }
+        for (p, e), v in val.items()
+        for t in ("A", "B")
+        for s in (0, 1)
+    ]
     table, choice = choose_budget(pd.DataFrame(rows), max_selffer_gain=0.5)
     assert choice["seed_sd"] == pytest.approx(math.sqrt(0.5))
     t = table.set_index(["per_class", "epochs"])

@@ -107,9 +107,15 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
 
     runs = pd.concat([make_runs(5, rnd), make_runs(3, dis, "dissimilar", classes=5)])
     runs = runs.assign(
-        arch="cifar5", epochs=30, train_images=22500, val_images=2500, test_images=5000,
-        val_acc=runs.test_acc, seconds=60.0, machine="test",
-    )  # fmt: skip
+        arch="cifar5",
+        epochs=30,
+        train_images=22500,
+        val_images=2500,
+        test_images=5000,
+        val_acc=runs.test_acc,
+        seconds=60.0,
+        machine="test",
+    )
     results = tmp_path / "results"
     results.mkdir()
     write_runs(results / "runs.csv", runs.to_dict("records"))

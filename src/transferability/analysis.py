@@ -528,11 +528,18 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
         have = [k for k in longer if k in key.index]
         diffs = [key[k] - key[(k[0], k[1], per_class, epochs)] for k in have]
         gain = float(np.mean(diffs)) if diffs else math.nan
-        rows.append({
-            "per_class": per_class, "epochs": epochs, "image_epochs": g.image_epochs.mean(),
-            "runs": len(g), "val_acc": g.val.mean(), "doubling_gain": gain,
-            "selffer_gain": 100 * g.selffer_gain.mean(), "seconds": g.seconds.mean(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "per_class": per_class,
+                "epochs": epochs,
+                "image_epochs": g.image_epochs.mean(),
+                "runs": len(g),
+                "val_acc": g.val.mean(),
+                "doubling_gain": gain,
+                "selffer_gain": 100 * g.selffer_gain.mean(),
+                "seconds": g.seconds.mean(),
+            }
+        )
     table = pd.DataFrame(rows).sort_values(["image_epochs", "per_class"])
     table["converged"] = (table.doubling_gain < seed_sd) & (table.selffer_gain <= max_selffer_gain)
     ok = table[table.converged]

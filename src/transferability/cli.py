@@ -261,12 +261,47 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
     split = load_splits(cfg, ds.classes)[0]
     budgets = [(p, e) for p in _ints(per_class, "--per-class") for e in _ints(epochs, "--epochs")]
     out = Path(out) if out else Path(cfg.study.results_dir) / "pilot.csv"
-    rows = run_pilot(cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out,
-                     log=click.echo)  # fmt: skip
+    rows = run_pilot(
+        cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out, log=click.echo
+    )
     table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
     with pd.option_context("display.width", 160):
         click.echo(table.round(2).to_string(index=False))
     click.echo(f"seed-to-seed SD {choice['seed_sd']:.2f} points; chosen budget: {choice['chosen']}")
+
+
+@cli.command()
+@with_params
+@click.argument("networks", nargs=-1)
+@click.option("--runs", default=None, help="Committed results [default: <results_dir>/runs.csv].")
+def reproduce(cfg, networks, runs):
+    """Retrain a sample of the committed networks and compare (default: the first block's baseB,
+    B1B+ and B(top)B): identical on the same kind of machine, within
+    analysis.reproduce_tolerance points on another."""
+    import tempfile
+
+    from transferability.runner import default_sample
+    from transferability.runner import reproduce as rerun
+    from transferability.study import plan
+
+    ds = _dataset(cfg)
+    splits = load_splits(cfg, ds.classes)
+    sample = list(networks) or default_sample(plan(cfg, splits))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = rerun(
+            cfg,
+            splits,
+            ds,
+            _runs_path(cfg, runs),
+            sample,
+            Path(tmp),
+            cfg.analysis.reproduce_tolerance,
+            log=click.echo,
+        )
+    failed = [r["network"] for r in rows if r["verdict"].startswith("FAIL")]
+    if failed:
+        raise RuntimeError(f"not reproduced: {', '.join(failed)}")
+    click.echo(f"reproduced {len(rows)} networks")
 
 
 @cli.command()

@@ -137,6 +137,9 @@ class AnalysisConfig(Section):
     # gains at most this much, and BnB+ (trained twice as long) gains at most selffer_max_gain
     converged_max_gain: Annotated[float, Field(ge=0, le=20)] = 0.5
     selffer_max_gain: Annotated[float, Field(ge=0, le=20)] = 1.0
+    # points: a committed network retrained on another kind of processor must come this close
+    # (the same seed takes another path there: a cross-machine rerun is like another seed)
+    reproduce_tolerance: Annotated[float, Field(gt=0, le=50)] = 3.0
 
 
 class Config(Section):

@@ -27,9 +27,19 @@ from transferability.study import Study, base_job, derive_seed, machine
 from transferability.train import train
 
 COLUMNS = [
-    "split", "task", "seed", "per_class", "epochs", "image_epochs", "val_acc", "selffer_val_acc",
-    "selffer_gain", "seconds", "recipe", "machine",
-]  # fmt: skip
+    "split",
+    "task",
+    "seed",
+    "per_class",
+    "epochs",
+    "image_epochs",
+    "val_acc",
+    "selffer_val_acc",
+    "selffer_gain",
+    "seconds",
+    "recipe",
+    "machine",
+]
 
 
 def recipe_id(cfg: Config) -> str:
@@ -88,8 +98,11 @@ def run_pilot(
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
     rows = done.to_dict("records")
     recipe = recipe_id(cfg)
-    have = {(r["per_class"], r["epochs"], r["task"], r["seed"]) for r in rows
-            if r["recipe"] == recipe and r["split"] == split.name}  # fmt: skip
+    have = {
+        (r["per_class"], r["epochs"], r["task"], r["seed"])
+        for r in rows
+        if r["recipe"] == recipe and r["split"] == split.name
+    }
     for per_class, epochs in budgets:
         budget = cfg.model_copy(
             update={
@@ -105,7 +118,9 @@ def run_pilot(
                 rows.append(row)
                 with atomic_write(out) as f:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
-                log(f"{per_class}/class × {epochs} epochs, task {task}, seed {seed}: val "
+                log(
+                    f"{per_class}/class × {epochs} epochs, task {task}, seed {seed}: val "
                     f"{row['val_acc']:.4f}, selffer {row['selffer_gain'] * 100:+.2f} points "
-                    f"({row['seconds']:.0f}s)")  # fmt: skip
+                    f"({row['seconds']:.0f}s)"
+                )
     return pd.DataFrame(rows, columns=COLUMNS)

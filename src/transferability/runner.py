@@ -263,3 +263,74 @@ def prune(
             Tracker(cfg, Study(cfg, splits, dataset), everything, None).prune(wanted)
     log(f"{runs_path}: {len(dropped)} row(s) dropped, {len(rows) - len(dropped)} kept")
     return dropped
+
+
+# ---------------------------------------------------------------------- reproduction check
+
+
+def default_sample(jobs: list[Job]) -> list[str]:
+    """A base and two networks that copy it: baseB of the first block, B1B+ and B(top)B."""
+    first = jobs[0]
+    block = [j for j in jobs if (j.split, j.seed) == (first.split, first.seed)]
+    base = next(j for j in block if j.treatment == "base" and j.target_task == "B")
+    top = max(j.n for j in block)
+    copies = [
+        j for j in block if j.source == base and (j.treatment, j.n) in {("BnB+", 1), ("BnB", top)}
+    ]
+    return [base.network, *(j.network for j in copies)]
+
+
+def reproduce(
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    runs_path: Path,
+    networks: list[str],
+    workdir: Path,
+    tolerance: float,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Retrain `networks` (bases first; copies use the retrained base) into `workdir` and compare
+    each with its committed row: equal bit for bit when the row's machine is this kind of
+    machine, else within `tolerance` accuracy points (another processor takes another path)."""
+    from transferability.study import machine
+
+    committed = {r["network"]: r for r in read_runs(runs_path)}
+    jobs = {j.network: j for j in plan(cfg, splits)}
+    unknown = [n for n in networks if n not in jobs or n not in committed]
+    if unknown:
+        raise ValueError(f"not in the configured study or not in {runs_path}: {unknown}")
+    local = cfg.model_copy(
+        update={"study": cfg.study.model_copy(update={"models_dir": str(workdir), "mlflow": False})}
+    )
+    study = Study(local, splits, dataset)
+    order = sorted(networks, key=lambda n: jobs[n].treatment != "base")
+    out = []
+    for name in order:
+        job, old = jobs[name], committed[name]
+        if job.source is not None and job.source.network not in networks:
+            raise ValueError(f"{name} copies {job.source.network}: sample it too")
+        row, _ = study.run(job)
+        same_machine = old.get("machine") == machine()
+        delta = 100 * (float(row["test_acc"]) - float(old["test_acc"]))
+        if row["fingerprint"] != old["fingerprint"]:
+            verdict = "FAIL: its settings differ from the committed row's"
+        elif same_machine:
+            verdict = "ok (identical)" if row["test_acc"] == float(old["test_acc"]) else "FAIL"
+        else:
+            verdict = "ok (within tolerance)" if abs(delta) <= tolerance else "FAIL"
+        out.append(
+            {
+                "network": name,
+                "committed": float(old["test_acc"]),
+                "rerun": row["test_acc"],
+                "delta_points": round(delta, 2),
+                "same_machine": same_machine,
+                "verdict": verdict,
+            }
+        )
+        log(
+            f"{name}: committed {float(old['test_acc']):.4f}, rerun {row['test_acc']:.4f} "
+            f"({delta:+.2f} points; {'same' if same_machine else 'other'} machine): {verdict}"
+        )
+    return out

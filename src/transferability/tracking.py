@@ -6,17 +6,27 @@ Only the process that runs the study writes to MLflow (networks are logged when 
 A locked store is waited for, never a reason to lose a result: SQLite waits BUSY_TIMEOUT_S per
 statement, and every call is then retried with backoff for RETRY_FOR_S. A fresh store is
 created under a lock file, since two processes migrating one SQLite schema at once collide.
-Checkpoints stay with DVC: a run records their path and md5 (DVC's hash), not a copy.
+Checkpoints stay with DVC: a run records their path and md5 (DVC's hash), not a copy; a base
+network is also logged as an MLflow PyTorch model (a LoggedModel), loadable with
+``mlflow.pytorch.load_model``. Every run carries MLflow's source tags (``mlflow.source.git.commit``,
+the UI's "Version"), the DVC experiment and stage it ran in (``dvc.experiment``, ``dvc.stage``,
+from the DVC_EXP_NAME and DVC_STAGE that DVC gives stage commands), and the prepared data set as
+an input whose digest is its md5 (the UI's "Dataset"). The report stage puts the study's headline
+numbers, claims, figures and report on the parent run (`log_study_results`). With CUDA, MLflow's
+system metrics (CPU, memory, disk, network; GPU where nvidia-ml-py is installed) are logged to
+the parent run while a stage trains.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import os
 import subprocess
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import cache, partial
 from pathlib import Path
 
@@ -28,6 +38,8 @@ EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_develop
 BUSY_TIMEOUT_S = 60.0  # SQLite's wait for a lock, unless the URI's ?timeout= says otherwise
 RETRY_FOR_S = 300.0  # then a call that still finds the store locked is retried this long
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+DATASET = "cifar10-prepared"  # the name of the prepared data set as an MLflow input
+MODEL = "model"  # the name of a base network's logged model
 log = logging.getLogger(__name__)
 
 
@@ -115,24 +127,110 @@ def ensure_store(uri: str | None = None) -> tuple[_Patient, str]:
     with lock:
         client = _Patient(retry(MlflowClient, uri))
         exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp:
+            return client, exp.experiment_id
         # the UI opens a model-training experiment on its runs table, not on GenAI traces
         tags = {EXPERIMENT_KIND: MODEL_TRAINING}
-        return client, exp.experiment_id if exp else client.create_experiment(EXPERIMENT, tags=tags)
+        # MLflow's default artifact root for a SQLite store is ./mlruns of the process that
+        # creates the experiment; under `dvc exp run --temp` that is a copy that is deleted, so
+        # the experiment's artifacts are put in mlruns/ beside the db (the repository root)
+        where = None
+        if uri.startswith("sqlite:///"):
+            where = str(db.parent.resolve() / "mlruns" / EXPERIMENT)
+        return client, client.create_experiment(EXPERIMENT, artifact_location=where, tags=tags)
 
 
-@cache
-def git_commit() -> str:
+def _git(*args: str) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=repo_root(),
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10
         )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+@cache
+def git_commit() -> str:
+    return _git("rev-parse", "HEAD")
+
+
+def repo_path(path: str | os.PathLike) -> str:
+    """`path` relative to the root of the repository (or DVC temp copy) that holds it, else
+    absolute: what a source or a file is called whichever copy of the repository ran."""
+    p = Path(path).resolve()
+    for base in p.parents:
+        if (base / "dvc.yaml").is_file() or (base / ".git").exists():
+            return p.relative_to(base).as_posix()
+    return p.as_posix()
+
+
+@cache
+def source_tags() -> dict[str, str]:
+    """MLflow's system tags of a run's source, as `mlflow.start_run` sets them, and the DVC
+    experiment and stage (DVC sets DVC_EXP_NAME for `dvc exp run`, DVC_STAGE for every stage).
+    The commit is the UI's "Version"; git.dirty says whether the work tree differed from it."""
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_BRANCH,
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_GIT_DIRTY,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+        MLFLOW_USER,
+    )
+
+    main = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    tags = {
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_SOURCE_NAME: repo_path(main) if main and main.is_file() else "python",
+    }
+    try:
+        tags[MLFLOW_USER] = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        pass
+    if commit := git_commit():
+        tags[MLFLOW_GIT_COMMIT] = commit
+        branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+        if branch and branch != "HEAD":
+            tags[MLFLOW_GIT_BRANCH] = branch
+        tags[MLFLOW_GIT_DIRTY] = str(bool(_git("status", "--porcelain", "-uno"))).lower()
+    for tag, var in (("dvc.experiment", "DVC_EXP_NAME"), ("dvc.stage", "DVC_STAGE")):
+        if os.environ.get(var):
+            tags[tag] = os.environ[var]
+    return tags
+
+
+def dataset_input(data_file: Path, md5: str, context: str = "training"):
+    """The prepared data set as an MLflow dataset input: DVC's md5 as its digest, its path (in
+    the real repository, not a DVC temp copy) as its source."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    where = repo_path(data_file)
+    if not Path(where).is_absolute():
+        where = (repo_root(Path(data_file).resolve().parent) / where).as_posix()
+    ds = MetaDataset(resolve_dataset_source(where), name=DATASET, digest=md5)
+    # mlflow.log_input's own conversion, for a run that is not the fluent API's active run
+    return DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+@contextmanager
+def _fluent_uri(uri: str):
+    """Point MLflow's fluent API (which `mlflow.pytorch.log_model` uses) at `uri` for a while.
+
+    `mlflow.set_tracking_uri` cannot be undone without unsetting MLFLOW_TRACKING_URI, so the
+    variable, which the fluent API reads when no URI was set, is set and restored instead."""
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:

@@ -58,7 +58,7 @@ repro-in-container:
 	$(DVC_REPRO)
 
 ui: setup
-	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
+	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=study"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -61,6 +61,37 @@ def main(results_dir: str) -> None:
         stdout=subprocess.DEVNULL,
     )
     print(f"report: {REPORT / 'build' / 'paper.pdf'}, {GENERATED / 'results.md'}")
+    splice_readme(Path("README.md"), (GENERATED / "results.md").read_text())
+    # the study's parent run in MLflow gets the headline numbers, claims, figures and report;
+    # no store or no parent run is a note, never a failed stage
+    from transferability.tracking import log_study_results
+
+    results = Path(results_dir)
+    log_study_results(
+        results,
+        [
+            *(GENERATED / f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")),
+            results / "claims.csv",
+            results / "table1.csv",
+            results / "metrics.json",
+            REPORT / "build" / "report.ipynb",
+            REPORT / "build" / "paper.pdf",
+        ],
+    )
+
+
+def splice_readme(readme: Path, results: str) -> None:
+    """Put results.md between the README's results markers (a test keeps the two equal)."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    start, end = "<!-- results:start", "<!-- results:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    marker, _, _ = rest.partition("-->")
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}{marker}-->\n{results.strip()}\n{end}{tail}")
 
 
 if __name__ == "__main__":

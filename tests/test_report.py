@@ -146,3 +146,16 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     results_md = (gen / "results.md").read_text()
     assert "demo profile" not in results_md
     assert f"{claims.loc['specificity_grows', 'estimate']:+.2f} |" in results_md
+
+
+def test_the_report_stage_depends_on_every_module_the_notebook_imports():
+    import json
+    import re
+
+    import yaml
+
+    nb = json.loads((ROOT / "report" / "report.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    modules = set(re.findall(r"(?:from|import) transferability\.(\w+)", code))
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    assert {f"src/transferability/{m}.py" for m in modules} <= set(deps)

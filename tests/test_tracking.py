@@ -1,21 +1,36 @@
 """Every network is one MLflow run, tagged so that it can be found, under one parent run."""
 
+import json
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy import text
 
 from transferability import tracking
-from transferability.runner import read_runs, run_study
+from transferability.io import md5_file
+from transferability.models import build, load_checkpoint, save_checkpoint
+from transferability.runner import read_runs, run_study, write_runs
 from transferability.study import Study, plan
-from transferability.tracking import EXPERIMENT, Tracker, ensure_store, repo_root, tracking_uri
+from transferability.tracking import (
+    DATASET,
+    EXPERIMENT,
+    Tracker,
+    ensure_store,
+    git_commit,
+    log_study_results,
+    repo_root,
+    tracking_uri,
+)
 
 TAGS = {
     "network",
@@ -33,7 +48,26 @@ TAGS = {
     "checkpoint",
     "checkpoint_md5",
     "mlflow.parentRunId",
+    "mlflow.source.name",
+    "mlflow.source.type",
 }
+SOURCE = {"mlflow.source.name", "mlflow.source.type", "dvc.experiment", "dvc.stage"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_source_tags():
+    """source_tags() is read once a process: each test sees its own environment."""
+    tracking.source_tags.cache_clear()
+    yield
+    tracking.source_tags.cache_clear()
+
+
+def with_data(cfg, tmp_path):
+    """cfg whose prepared data set is a small file of its own (not the repository's)."""
+    data = tmp_path / "prepared" / "dataset.npz"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(data, x=np.arange(10))
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"prepared": str(data)})})
 
 
 def children(client):
@@ -43,16 +77,38 @@ def children(client):
     return parents, [r for r in runs if r.data.tags.get("role") != "study"]
 
 
-def test_one_run_per_row_with_every_tag_and_source_links(tiny_study, tmp_path, mlflow_store):
+def test_one_run_per_row_with_every_tag_and_source_links(
+    tiny_study, tmp_path, mlflow_store, monkeypatch
+):
     cfg, splits, ds = tiny_study
+    cfg = with_data(cfg, tmp_path)
+    monkeypatch.setenv("DVC_EXP_NAME", "cited-quay")  # what `dvc exp run` gives a stage
+    monkeypatch.setenv("DVC_STAGE", "train_base")
     runs_csv = tmp_path / "runs.csv"
     run_study(cfg, splits, ds, runs_csv, log=lambda *_: None)
     rows = read_runs(runs_csv)
     client = MlflowClient(mlflow_store)
     parents, nets = children(client)
     assert len(parents) == 1
+    md5 = md5_file(cfg.data.prepared)
+    for run in (*parents, *nets):  # MLflow's source tags, the UI's "Version" and "Dataset"
+        tags = run.data.tags
+        assert set(tags) >= SOURCE, SOURCE - set(tags)
+        assert tags["dvc.experiment"] == "cited-quay" and tags["dvc.stage"] == "train_base"
+        assert tags.get("mlflow.source.git.commit", "") == git_commit()
+        assert tags["git_commit"] in (git_commit(), "-")
+        (data,) = run.inputs.dataset_inputs
+        assert (data.dataset.name, data.dataset.digest) == (DATASET, md5)
+        assert json.loads(data.dataset.source)["uri"] == Path(cfg.data.prepared).as_posix()
+        assert {t.key: t.value for t in data.tags} == {"mlflow.data.context": "training"}
+    bases = {r.info.run_id for r in nets if r.data.tags["treatment"] == "base"}
+    models = client.search_logged_models([parents[0].info.experiment_id])
+    assert {m.source_run_id for m in models} == bases  # one model per base, none for the rest
+    assert all(m.status == "READY" for m in models)
     exp = client.get_experiment(parents[0].info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view
+    view = json.loads(exp.tags["mlflow.sharedViewState.study"])  # its columns, shared by URL
+    assert {"attributes.`Version`", "metrics.`final_test_acc`"} <= set(view["selectedColumns"])
     assert sorted(r.data.tags["network"] for r in nets) == sorted(r["network"] for r in rows)
     by_id = {r.info.run_id: r for r in nets}
     for run in nets:
@@ -245,3 +301,188 @@ def test_several_processes_logging_at_once_do_not_lock(tmp_path, workers):
     assert all(p.returncode == 0 for p in procs), errors
     exp = MlflowClient(env_uri).get_experiment_by_name("x")
     assert len(MlflowClient(env_uri).search_runs([exp.experiment_id], max_results=100)) == 45
+
+
+# ---------------------------------------------------------------------- models, results, system
+
+
+def base_row(study, job, tmp_path) -> dict:
+    """A finished base network without training it: a fresh network's checkpoint and its row."""
+    net = build(study.net_config(5), seed=0)
+    path = tmp_path / "models" / f"{job.network}.pt"
+    save_checkpoint(path, net, {"network": job.network, "classes": list("abcde")})
+    return {
+        "network": job.network,
+        "checkpoint": str(path),
+        "seconds": 1.0,
+        "fingerprint": "f",
+        "test_acc": 0.5,
+        "train_acc": 0.6,
+    }
+
+
+def test_a_base_is_logged_as_a_pytorch_model_that_loads_as_the_checkpoint(tiny_study, tmp_path):
+    import mlflow.pytorch
+
+    cfg, splits, ds = tiny_study
+    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, study, jobs)
+    base = jobs[0]
+    assert base.treatment == "base"
+    row = base_row(study, base, tmp_path)
+    run_id = tracker.log_network(base, row, [{"epoch": 1, "train_loss": 1.0}])
+    (out,) = tracker.client.get_run(run_id).outputs.model_outputs
+    model = tracker.client.get_logged_model(out.model_id)
+    assert (model.source_run_id, model.status, model.experiment_id) == (
+        run_id,
+        "READY",
+        tracker.experiment_id,  # the study's experiment, not MLflow's default one
+    )
+    loaded = mlflow.pytorch.load_model(model.model_uri)
+    reference, _ = load_checkpoint(row["checkpoint"])
+    x = torch.randn(4, 3, 32, 32)
+    assert type(loaded) is type(reference) and not loaded.training
+    assert torch.equal(loaded(x), reference.eval()(x))
+    # logged again, the network replaces its run and its model
+    tracker.log_network(base, row, [{"epoch": 1, "train_loss": 1.0}])
+    models = tracker.client.search_logged_models([tracker.experiment_id])
+    assert [m.source_run_id for m in models] == [tracker.run_id_of(base.network)]
+
+
+def test_a_network_whose_model_fails_to_log_leaves_no_run(tiny_study, tmp_path, monkeypatch):
+    """The runner logs a network that has no run next time: a half-logged one would stay."""
+    cfg, splits, ds = tiny_study
+    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, study, jobs)
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tracker, "_log_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tracker.log_network(jobs[0], base_row(study, jobs[0], tmp_path), [])
+    assert tracker.run_id_of(jobs[0].network) == ""
+
+
+def tiny_results(results: Path, networks: list[str]) -> list[Path]:
+    """A results folder as the aggregate and report stages leave it; returns the files to log."""
+    results.mkdir(parents=True, exist_ok=True)
+    write_runs(results / "runs.csv", [{"network": n} for n in networks])
+    metrics = {
+        "networks": len(networks),
+        "base_test_acc_mean": 0.61,
+        "gaps": {"random": {"specificity": {"n1": 0.0076, "n3": None}}},
+        "table1": {"random": {"all": {"over_baseB": 0.0266, "over_BnB_plus": -0.014}}},
+        "claims": {"specificity_grows": "supported"},
+    }
+    (results / "metrics.json").write_text(json.dumps(metrics))
+    (results / "claims.csv").write_text(
+        "claim,statistic,estimate,ci_low,ci_high,blocks,verdict,rule\n"
+        "specificity_grows,spec(n=4) − spec(n=1),9.6,7.1,12.0,5,supported,above 0\n"
+        "converged_top_selffer,B4B − baseB,,,,0,not testable,fewer than 5 blocks\n"
+    )
+    (results / "table1.csv").write_text("split_kind,cuts,over_baseB_estimate\nrandom,all,2.66\n")
+    files = [results / "claims.csv", results / "table1.csv", results / "metrics.json"]
+    for name in ("fig_gaps.png", "fig_gaps.pdf", "report.ipynb", "paper.pdf"):
+        (results / name).write_bytes(b"x")
+        files.append(results / name)
+    return files
+
+
+def test_the_parent_run_carries_the_studys_results(tiny_study, tmp_path, capsys):
+    cfg, splits, ds = tiny_study
+    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, study, jobs)
+    for job in jobs[:2]:
+        tracker.log_network(job, base_row(study, job, tmp_path), [])
+    files = tiny_results(tmp_path / "results", [j.network for j in jobs[:2]])
+    missing = tmp_path / "report" / "build" / "paper.pdf"
+    assert log_study_results(tmp_path / "results", [*files, missing]) == [tracker.parent_id]
+    assert f"not found: {missing}" in capsys.readouterr().out
+    run = tracker.client.get_run(tracker.parent_id)
+    m, tags = run.data.metrics, run.data.tags
+    assert m["base_test_acc_mean"] == 0.61 and m["networks"] == 2
+    assert m["gaps.random.specificity.n1"] == 0.0076 and "gaps.random.specificity.n3" not in m
+    assert m["table1.random.all.over_BnB_plus"] == -0.014
+    assert (m["claim.specificity_grows.estimate"], m["claim.specificity_grows.ci_low"]) == (
+        9.6,
+        7.1,
+    )
+    assert "claim.converged_top_selffer.estimate" not in m  # not estimable: no metric
+    assert tags["claim.specificity_grows"] == "supported"
+    assert tags["claim.converged_top_selffer"] == "not testable"
+    listed = {
+        a.path
+        for d in ("figures", "results", "report")
+        for a in tracker.client.list_artifacts(tracker.parent_id, d)
+    }
+    assert listed == {
+        "figures/fig_gaps.png",
+        "figures/fig_gaps.pdf",
+        "results/claims.csv",
+        "results/table1.csv",
+        "results/metrics.json",
+        "report/report.ipynb",
+        "report/paper.pdf",
+    }
+    # the artifacts lie beside the store, not in the working directory of the stage
+    assert run.info.artifact_uri.startswith(str(tmp_path / "mlruns"))
+
+
+def test_no_store_or_no_parent_run_is_a_note_not_a_failure(tmp_path, monkeypatch, capsys):
+    files = tiny_results(tmp_path / "results", ["random0/s0/baseA"])
+    assert log_study_results(tmp_path / "results", files) == []  # no store: none is made
+    assert "no store" in capsys.readouterr().out
+    assert not (tmp_path / "mlflow.db").exists()
+    ensure_store()
+    assert log_study_results(tmp_path / "results", files) == []  # a store, but no such network
+    assert "no parent run" in capsys.readouterr().out
+
+    def broken(uri):
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(tracking, "ensure_store", broken)  # any other error: a note too
+    assert log_study_results(tmp_path / "results", files) == []
+    assert "disk I/O error" in capsys.readouterr().out
+
+
+MONITORS = []
+
+
+class FakeMonitor:
+    """Stands in for MLflow's SystemMetricsMonitor (no GPU here)."""
+
+    def __init__(self, run_id, resume_logging=False, tracking_uri=None):
+        self.run_id, self.resume, self.uri, self.state = run_id, resume_logging, tracking_uri, ""
+        MONITORS.append(self)
+
+    def start(self):
+        self.state = "started"
+
+    def finish(self):
+        self.state = "finished"
+
+
+def test_system_metrics_are_logged_to_the_parent_run_only_with_cuda(tracker, monkeypatch):
+    from mlflow.system_metrics import system_metrics_monitor
+
+    monkeypatch.setattr(system_metrics_monitor, "SystemMetricsMonitor", FakeMonitor)
+    MONITORS.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with tracker:
+        assert tracker.monitor is None
+    assert MONITORS == []
+    assert parent_status(tracker) == "FINISHED"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    tracker.finished = ""  # a later stage of the study: the parent runs again while it trains
+    with tracker:
+        assert parent_status(tracker) == "RUNNING"
+        (monitor,) = MONITORS
+        assert (monitor.run_id, monitor.resume, monitor.state) == (
+            tracker.parent_id,
+            True,
+            "started",
+        )
+        assert monitor.uri == tracker.uri
+    assert monitor.state == "finished" and tracker.monitor is None
+    assert parent_status(tracker) == "FINISHED"

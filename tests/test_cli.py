@@ -54,6 +54,7 @@ def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
     make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
     (tmp_path / "params.yaml").write_text(
         "data: {source: imgs, val_per_class: 1}\nmodel: {width: 0.25}\n"
+        "split: {random_seeds: [0], dissimilar: false}\n"
         "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
     )
     for step in ("prepare", "split", "train-bases", "transfer", "analyze"):
@@ -80,6 +81,10 @@ def test_smoke_study_on_a_slice_of_the_real_archive(monkeypatch, capsys, tmp_pat
         "data.test_per_class=20",
         "--set",
         "data.val_per_class=10",
+        "--set",
+        "split.random_seeds=[0]",
+        "--set",
+        "split.dissimilar=false",
         "--set",
         "train.epochs=1",
         "--set",

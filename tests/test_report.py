@@ -13,7 +13,7 @@ import papermill
 import pytest
 
 from tests.test_analysis import make_runs
-from transferability.analysis import analyse
+from transferability.analysis import analyse, choose_budget
 from transferability.config import AnalysisConfig
 from transferability.runner import run_study, write_runs
 
@@ -24,6 +24,48 @@ FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
 
 def cells():
     return json.loads(NOTEBOOK.read_text())["cells"]
+
+
+def write_pilot(results, val, classes=5, selffer_gain=0.001):
+    """A synthetic convergence pilot: pilot.csv (two tasks × two seeds per budget, the seeds
+    ±0.5 points apart, so the pooled seed SD is 0.71 points) and pilot_budgets.csv, as
+    `transferability pilot` writes them; `val` maps (per_class, epochs) to validation accuracy."""
+    rows = [
+        {
+            "split": "random0",
+            "task": task,
+            "seed": seed,
+            "per_class": per_class,
+            "epochs": epochs,
+            "image_epochs": per_class * classes * epochs,
+            "val_acc": acc + (0.005 if seed else -0.005),
+            "selffer_val_acc": acc + selffer_gain,
+            "selffer_gain": selffer_gain,
+            "test_acc": None,  # the pilot may leave it out
+            "seconds": 6.0,
+            "recipe": "test",
+            "machine": "test",
+        }
+        for (per_class, epochs), acc in val.items()
+        for task in ("A", "B")
+        for seed in (0, 1)
+    ]
+    pilot = pd.DataFrame(rows)
+    pilot.to_csv(results / "pilot.csv", index=False)
+    table, choice = choose_budget(pilot, AnalysisConfig().converged_max_gain)
+    table.to_csv(results / "pilot_budgets.csv", index=False, float_format="%.4f")
+    return results / "pilot_budgets.csv", choice
+
+
+def build_report(work):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "report.py"), "results"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_the_notebook_computes_no_statistic():
@@ -42,6 +84,7 @@ def test_the_notebook_keeps_its_papermill_parameters():
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="needs TeX (latexmk)")
 def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
+    """The tiny study without a convergence pilot (as the quick profile), then with one."""
     cfg, splits, ds = tiny_study
     # the top cut is studied: the claims compare spec(top) with spec(1)
     cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"cuts": [1, 4]})})
@@ -51,14 +94,7 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
     )
     run_study(cfg, splits, ds, work / "results" / "runs.csv", log=lambda *_: None)
     analyse(work / "results" / "runs.csv", work / "results", num_layers=5, rules=AnalysisConfig())
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "report.py"), "results"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    build_report(work)
     gen = work / "report" / "generated"
     for fig in FIGURES:
         assert (gen / f"{fig}.pdf").stat().st_size > 1000 and (gen / f"{fig}.png").is_file()
@@ -81,8 +117,13 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
         "\\newcommand{\\ClaimSpecificityGrowsVerdict}{not testable}",
         "\\newcommand{\\ClaimSpecificityGrowsInterval}{---}",
         "\\DemoProfiletrue",
+        "\\PilotRunfalse",  # no pilot: the appendix says so, and the regime is unknown
+        "\\StudyConvergenceKnownfalse",
+        "\\StudyConvergedfalse",
+        "\\newcommand{\\StudyEpochs}{1}",
     ):
         assert macro in numbers, macro
+    assert not (gen / "fig_pilot.pdf").exists() and not (gen / "table_pilot.tex").exists()
     for macro in ("BaseAccMean", "BaseAccMin", "BaseAccMax", "TrainImages", "TestImages"):
         assert f"\\newcommand{{\\{macro}}}" in numbers, macro
 
@@ -93,6 +134,44 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
 
     assert (work / "report" / "build" / "report.ipynb").is_file()  # the executed notebook
     assert (work / "report" / "build" / "paper.pdf").stat().st_size > 10000
+    aux = (work / "report" / "build" / "paper.aux").read_text()
+    assert "{app:pilot}" in aux and "{tab:pilot}" not in aux
+
+    # with the pilot: the study's budget (1 epoch) gains 10 points from doubling, not
+    # converged; twice as long converges and is the pilot's choice
+    budget = json.loads((work / "results" / "summary.json").read_text())["budget"]
+    per_class, half = budget["per_class"], budget["per_class"] // 2
+    val = {(per_class, 1): 0.70, (per_class, 2): 0.80, (per_class, 4): 0.802}
+    val |= {(half, 2): 0.68, (half, 4): 0.70}
+    pilot_path, choice = write_pilot(work / "results", val)
+    assert choice["chosen"] == (per_class, 2)
+    analyse(
+        work / "results" / "runs.csv",
+        work / "results",
+        num_layers=5,
+        rules=AnalysisConfig(),
+        pilot_path=pilot_path,
+    )
+    build_report(work)
+    assert (gen / "fig_pilot.pdf").stat().st_size > 1000 and (gen / "fig_pilot.png").is_file()
+    table = (gen / "table_pilot.tex").read_text()
+    assert "\\toprule" in table and table.count("\\\\") == len(val) + 1  # header + budgets
+    assert "yes, chosen" in table and "---" in table  # the longest budgets: no doubling measured
+    numbers = (gen / "numbers.tex").read_text()
+    for macro in (
+        "\\PilotRuntrue",
+        "\\PilotChoseBudgettrue",
+        "\\StudyConvergenceKnowntrue",
+        "\\StudyConvergedfalse",
+        "\\newcommand{\\PilotSeedSD}{0.71}",
+        f"\\newcommand{{\\PilotChosen}}{{{per_class} images per class $\\times$ 2 epochs}}",
+        f"\\newcommand{{\\StudyPerClass}}{{{per_class}}}",
+        "\\newcommand{\\PilotNumBudgets}{5}",
+        "\\newcommand{\\PilotSplit}{random split 0}",
+    ):
+        assert macro in numbers, macro
+    aux = (work / "report" / "build" / "paper.aux").read_text()
+    assert "{tab:pilot}" in aux and "{fig:pilot}" in aux
 
 
 def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_path):
@@ -119,7 +198,11 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     results = tmp_path / "results"
     results.mkdir()
     write_runs(results / "runs.csv", runs.to_dict("records"))
-    analyse(results / "runs.csv", results, num_layers=5, rules=AnalysisConfig())
+    # the pilot: the study's budget (4,500 images per class, 30 epochs) is its choice
+    pilot_path, _ = write_pilot(results, {(4500, 15): 0.75, (4500, 30): 0.80, (4500, 60): 0.801})
+    analyse(
+        results / "runs.csv", results, num_layers=5, rules=AnalysisConfig(), pilot_path=pilot_path
+    )
     gen = tmp_path / "generated"
     papermill.execute_notebook(
         NOTEBOOK,
@@ -138,6 +221,10 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     assert "\\DemoProfilefalse" in numbers and "\\HasDissimilartrue" in numbers
     assert "\\newcommand{\\NumBlocksRandom}{5}" in numbers
     assert "\\newcommand{\\ClaimSpecificityGrowsVerdict}{supported}" in numbers
+    assert "\\StudyConvergedtrue" in numbers and "\\StudyConvergenceKnowntrue" in numbers
+    assert "\\newcommand{\\PilotChosen}{4,500 images per class $\\times$ 30 epochs}" in numbers
+    assert (gen / "fig_pilot.png").is_file()
+    assert "yes, chosen" in (gen / "table_pilot.tex").read_text()
     for kind in ("random", "dissimilar"):
         assert "$\\pm$ ---" not in (gen / f"table_gaps_{kind}.tex").read_text()  # intervals
     table = (gen / "table_claims.tex").read_text()

@@ -441,9 +441,36 @@ def wide_accuracy(acc: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def analyse(runs_path: Path, out_dir: Path, num_layers: int, rules: AnalysisConfig) -> dict:
+def budget_regime(runs: pd.DataFrame, pilot: pd.DataFrame | None) -> dict:
+    """The study's budget beside the convergence pilot's choice (pilot_budgets.csv)."""
+    bases = runs[runs.treatment == "base"]
+    per_class = (
+        round((bases.train_images / bases.num_classes).median())
+        if len(bases) and ("num_classes" in bases)
+        else None
+    )
+    epochs = int(bases.epochs.median()) if len(bases) and "epochs" in bases else None
+    out = {"per_class": per_class, "epochs": epochs, "pilot_chosen": None, "converged": None}
+    if pilot is not None and len(pilot):
+        chosen = pilot[pilot.chosen.astype(bool)]
+        if len(chosen):
+            out["pilot_chosen"] = [int(chosen.iloc[0].per_class), int(chosen.iloc[0].epochs)]
+        here = pilot[(pilot.per_class == per_class) & (pilot.epochs == epochs)]
+        out["converged"] = bool(here.converged.astype(bool).iloc[0]) if len(here) else None
+        out["seed_sd"] = float(pilot.seed_sd.iloc[0])
+    return out
+
+
+def analyse(
+    runs_path: Path,
+    out_dir: Path,
+    num_layers: int,
+    rules: AnalysisConfig,
+    pilot_path: Path | None = None,
+) -> dict:
     """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, summary.json and
-    metrics.json; return the summary."""
+    metrics.json; return the summary. With the pilot's budgets table, the summary says whether
+    the study's budget is one the pilot found converged."""
     runs = read(runs_path)
     units = unit_table(runs)
     acc, gaps = accuracy_table(units, rules), gap_table(units, rules)
@@ -466,6 +493,9 @@ def analyse(runs_path: Path, out_dir: Path, num_layers: int, rules: AnalysisConf
         "units": len(units.drop_duplicates(UNIT)),
         "blocks": {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
         "rules": rules.model_dump(),
+        "budget": budget_regime(
+            runs, pd.read_csv(pilot_path) if pilot_path and Path(pilot_path).is_file() else None
+        ),
         "base_test_acc_mean": _clean(bases.test_acc.mean()),
         "base_test_acc": {r.network: _clean(r.test_acc) for r in bases.itertuples()},
         "accuracy": _nest(acc, ["split_kind", "treatment", "n"]),
@@ -515,7 +545,8 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
 
     Gains are paired per (task, seed); the noise is the standard deviation of validation
     accuracy over seeds at one task and budget, pooled over all tasks and budgets. Returns one
-    row per budget (in points) and {"seed_sd": ..., "chosen": (per_class, epochs) or None}.
+    row per budget (in points, with the pooled seed SD and whether it is the chosen one) and
+    {"seed_sd": ..., "chosen": (per_class, epochs) or None}.
     """
     p = pilot.copy()
     p["val"] = 100 * p["val_acc"]
@@ -544,4 +575,6 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
     table["converged"] = (table.doubling_gain < seed_sd) & (table.selffer_gain <= max_selffer_gain)
     ok = table[table.converged]
     chosen = None if ok.empty else (int(ok.iloc[0].per_class), int(ok.iloc[0].epochs))
+    table["seed_sd"] = seed_sd
+    table["chosen"] = [(p, e) == chosen for p, e in zip(table.per_class, table.epochs, strict=True)]
     return table.reset_index(drop=True), {"seed_sd": seed_sd, "chosen": chosen}

@@ -167,7 +167,9 @@ def _analyze(cfg, runs) -> None:
         if missing:
             raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
         write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
-    summary = analyse(merged, out, num_layers(cfg.model.arch), cfg.analysis)
+    summary = analyse(
+        merged, out, num_layers(cfg.model.arch), cfg.analysis, pilot_path=out / "pilot_budgets.csv"
+    )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
     _echo_summary(out)
@@ -255,6 +257,7 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
     import pandas as pd
 
     from transferability.analysis import choose_budget
+    from transferability.io import atomic_write
     from transferability.pilot import run_pilot
 
     ds = _dataset(cfg)
@@ -265,6 +268,8 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
         cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out, log=click.echo
     )
     table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
+    with atomic_write(out.with_name("pilot_budgets.csv")) as f:
+        table.to_csv(f, index=False, float_format="%.4f")
     with pd.option_context("display.width", 160):
         click.echo(table.round(2).to_string(index=False))
     click.echo(f"seed-to-seed SD {choice['seed_sd']:.2f} points; chosen budget: {choice['chosen']}")

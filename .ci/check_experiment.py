@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from transferability import config
-from transferability.splits import Split
+from transferability.splits import named_splits
 from transferability.study import plan
 from transferability.tracking import EXPERIMENT, tracking_uri
 
@@ -36,10 +36,7 @@ def main(name: str, profile: str) -> None:
     ref = refs[-1]
     params = yaml.safe_load(git("show", f"{ref}:params.yaml"))
     cfg = config.validate(params, "experiment params")
-    splits = [Split(f"random{s}", "random", s, (), ()) for s in cfg.split.random_seeds]
-    if cfg.split.dissimilar:
-        splits.append(Split("dissimilar", "dissimilar", None, (), ()))
-    expected = sorted(j.network for j in plan(cfg, splits))
+    expected = sorted(j.network for j in plan(cfg, named_splits(cfg)))
     runs = pd.read_csv(io.StringIO(git("show", f"{ref}:{cfg.study.results_dir}/runs.csv")))
     assert sorted(runs.network) == expected, f"rows != planned networks ({len(runs)} rows)"
     claims = pd.read_csv(io.StringIO(git("show", f"{ref}:{cfg.study.results_dir}/claims.csv")))

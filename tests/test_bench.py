@@ -42,7 +42,7 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, monkeypatch, capsys):
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures) >= KEYS
     assert all(figures[k] > 0 for k in KEYS)
-    assert figures["study_networks"] == 336  # the reference profile: 8 blocks x 42 networks
+    assert figures["study_networks"] == 588  # the reference profile: 14 blocks x 42 networks
 
 
 def test_paths_take_turns_and_the_best_timing_counts(monkeypatch):

@@ -148,3 +148,43 @@ def test_trust_rows_keeps_finished_rows_whose_checkpoints_are_elsewhere(tiny_stu
     assert bnb["source_md5"] == after["random0/s0/baseB"]["checkpoint_md5"]
     write_runs(runs, list(after.values()))  # a rewrite keeps every column
     assert read_runs(runs) == list(after.values())
+
+
+def test_reproduce_retrains_a_sample_and_compares_with_the_committed_rows(tiny_study, tmp_path):
+    from transferability.runner import default_sample, reproduce
+    from transferability.study import plan
+
+    cfg, splits, ds = tiny_study
+    cfg = no_mlflow(cfg)
+    runs = tmp_path / "runs.csv"
+    run_study(cfg, splits, ds, runs, **QUIET)
+    sample = default_sample(plan(cfg, splits))
+    assert sample == ["random0/s0/baseB", "random0/s0/B1B+", "random0/s0/B3B"]
+    out = reproduce(cfg, splits, ds, runs, sample, tmp_path / "re", tolerance=1.0, **QUIET)
+    assert [r["verdict"] for r in out] == ["ok (identical)"] * 3
+    rows = read_runs(runs)
+    for r in rows:  # a committed row that the rerun does not give
+        if r["network"] == "random0/s0/B3B":
+            r["test_acc"] = str(float(r["test_acc"]) - 0.05)
+        if r["network"] == "random0/s0/B1B+":
+            r["machine"] = "another CPU"
+    write_runs(runs, rows)
+    out = reproduce(cfg, splits, ds, runs, sample, tmp_path / "re2", tolerance=1.0, **QUIET)
+    verdicts = {r["network"]: r["verdict"] for r in out}
+    assert verdicts["random0/s0/B3B"] == "FAIL"
+    assert verdicts["random0/s0/B1B+"] == "ok (within tolerance)"
+    with pytest.raises(ValueError, match="sample it too"):
+        reproduce(cfg, splits, ds, runs, ["random0/s0/B3B"], tmp_path / "re3", 1.0, **QUIET)
+
+
+def test_the_pilot_trains_each_budget_once_and_scores_it_on_validation(tiny_study, tmp_path):
+    from transferability.pilot import run_pilot
+
+    cfg, splits, ds = tiny_study
+    out = tmp_path / "pilot.csv"
+    rows = run_pilot(cfg, ds, splits[0], [(8, 1), (8, 2)], ["A"], [0], out, **QUIET)
+    assert list(rows.epochs) == [1, 2] and (rows.per_class == 8).all()
+    assert rows.val_acc.between(0, 1).all() and rows.image_epochs.tolist() == [40, 80]
+    msgs = []
+    again = run_pilot(cfg, ds, splits[0], [(8, 1), (8, 2)], ["A"], [0], out, log=msgs.append)
+    assert not msgs and again.val_acc.tolist() == rows.val_acc.tolist()  # nothing retrained

@@ -58,7 +58,18 @@ def read(path: Path) -> pd.DataFrame:
     missing = {"network", "split", "seed", "treatment", "n", "test_acc"} - set(df.columns)
     if missing:
         raise ValueError(f"{path} is not a results table (no column {', '.join(sorted(missing))})")
-    for col in ("test_acc", "train_acc", "val_acc"):
+    numeric = (
+        "test_acc",
+        "train_acc",
+        "val_acc",
+        "train_images",
+        "val_images",
+        "test_images",
+        "epochs",
+        "num_classes",
+        "seconds",
+    )
+    for col in numeric:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("n", "seed"):
@@ -444,12 +455,11 @@ def wide_accuracy(acc: pd.DataFrame) -> pd.DataFrame:
 def budget_regime(runs: pd.DataFrame, pilot: pd.DataFrame | None) -> dict:
     """The study's budget beside the convergence pilot's choice (pilot_budgets.csv)."""
     bases = runs[runs.treatment == "base"]
-    per_class = (
-        round((bases.train_images / bases.num_classes).median())
-        if len(bases) and ("num_classes" in bases)
-        else None
-    )
-    epochs = int(bases.epochs.median()) if len(bases) and "epochs" in bases else None
+    have = len(bases) and {"num_classes", "train_images", "epochs"} <= set(bases)
+    per_class = (bases.train_images / bases.num_classes).median() if have else math.nan
+    epochs = bases.epochs.median() if have else math.nan
+    per_class = None if math.isnan(per_class) else round(per_class)
+    epochs = None if math.isnan(epochs) else int(epochs)
     out = {"per_class": per_class, "epochs": epochs, "pilot_chosen": None, "converged": None}
     if pilot is not None and len(pilot):
         chosen = pilot[pilot.chosen.astype(bool)]
@@ -467,6 +477,7 @@ def analyse(
     num_layers: int,
     rules: AnalysisConfig,
     pilot_path: Path | None = None,
+    planned: int | None = None,
 ) -> dict:
     """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, summary.json and
     metrics.json; return the summary. With the pilot's budgets table, the summary says whether
@@ -490,6 +501,7 @@ def analyse(
     blocks = units.drop_duplicates(BLOCK)
     summary = {
         "networks": len(runs),
+        "planned_networks": planned,  # the configured study's size: fewer rows = still running
         "units": len(units.drop_duplicates(UNIT)),
         "blocks": {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
         "rules": rules.model_dump(),

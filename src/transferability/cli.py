@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import time
 from pathlib import Path
 
@@ -159,6 +160,8 @@ def _analyze(cfg, runs) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
     from transferability.runner import read_runs, write_runs
+    from transferability.splits import named_splits
+    from transferability.study import plan
 
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
@@ -167,8 +170,14 @@ def _analyze(cfg, runs) -> None:
         if missing:
             raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
         write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
+    planned = len(plan(cfg, named_splits(cfg)))
     summary = analyse(
-        merged, out, num_layers(cfg.model.arch), cfg.analysis, pilot_path=out / "pilot_budgets.csv"
+        merged,
+        out,
+        num_layers(cfg.model.arch),
+        cfg.analysis,
+        pilot_path=out / "pilot_budgets.csv",
+        planned=planned,
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
@@ -319,7 +328,12 @@ def profile(name, path):
     click.echo(" ".join(f"-S {shlex.quote(s)}" for s in config_mod.profile_overrides(name, path)))
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a study as Ctrl-C does: rows kept, runs marked KILLED
+
+
 def main(args: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _stop)
     try:
         cli.main(args, standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns SIGINT into Abort

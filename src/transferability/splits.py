@@ -117,3 +117,11 @@ def load_splits(cfg: Config, classes: list[str]) -> list[Split]:
             )
         out.append(split)
     return out
+
+
+def named_splits(cfg: Config) -> list[Split]:
+    """The configured splits by name and kind only (no classes): enough to plan a study."""
+    out = [Split(f"random{s}", "random", s, (), ()) for s in cfg.split.random_seeds]
+    if cfg.split.dissimilar:
+        out.append(Split("dissimilar", "dissimilar", None, (), ()))
+    return out + [Split(name, "custom", None, (), ()) for name in cfg.split.custom]

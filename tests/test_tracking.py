@@ -367,7 +367,7 @@ def test_a_network_whose_model_fails_to_log_leaves_no_run(tiny_study, tmp_path, 
 def tiny_results(results: Path, networks: list[str]) -> list[Path]:
     """A results folder as the aggregate and report stages leave it; returns the files to log."""
     results.mkdir(parents=True, exist_ok=True)
-    write_runs(results / "runs.csv", [{"network": n} for n in networks])
+    write_runs(results / "runs.csv", [{"network": n, "fingerprint": "f"} for n in networks])
     metrics = {
         "networks": len(networks),
         "base_test_acc_mean": 0.61,

@@ -567,14 +567,16 @@ def _log_study_results(results_dir, artifacts, uri, note) -> list[str]:
     from mlflow.entities import Metric, RunTag
 
     with open(results_dir / "runs.csv", newline="") as f:
-        networks = {r["network"] for r in csv.DictReader(f)}
+        # a network is its name and fingerprint: profiles reuse names (random0/s0/baseA)
+        networks = {(r["network"], r.get("fingerprint", "")) for r in csv.DictReader(f)}
     client, experiment_id = ensure_store(uri)
     runs = client.search_runs([experiment_id], max_results=50000)
     parents = sorted(
         {
             r.data.tags["mlflow.parentRunId"]
             for r in runs
-            if r.data.tags.get("network") in networks and r.data.tags.get("mlflow.parentRunId")
+            if (r.data.tags.get("network"), r.data.tags.get("fingerprint", "")) in networks
+            and r.data.tags.get("mlflow.parentRunId")
         }
     )
     parents = [p for p in parents if client.get_run(p).info.lifecycle_stage == "active"]

@@ -268,3 +268,30 @@ def test_a_study_without_the_top_cut_leaves_its_claims_not_testable():
     runs = make_runs(5, lambda b, t, tr, n: 0.6 + 0.001 * b)
     c = by_claim(claims(unit_table(runs[runs.n != 4]), L, RULES))
     assert c.loc["specificity_grows", "verdict"] == "not testable"
+
+
+def test_a_block_counts_only_with_both_directions(tmp_path):
+    acc = lambda b, t, tr, n: 0.6 + 0.01 * b + (0.2 if b == 5 else 0)  # noqa: E731
+    runs = make_runs(6, acc)
+    in_progress = (runs.split == "random5") & (runs.direction == "B->A")
+    write_runs(tmp_path / "runs.csv", runs[~in_progress].to_dict("records"))
+    s = analyse(tmp_path / "runs.csv", tmp_path, L, RULES)
+    assert s["blocks"] == {"random": 5} and s["blocks_in_progress"] == ["random5/s0"]
+    base = pd.read_csv(tmp_path / "accuracy.csv").query("treatment == 'baseB'").iloc[0]
+    assert base["mean"] == pytest.approx(0.62)  # random5's 0.85 is left out
+
+
+def test_a_unit_counts_in_a_range_only_with_every_cut_of_it():
+    runs = make_runs(2, lambda b, t, tr, n: 0.6)
+    runs = runs[~((runs.split == "random1") & (runs.direction == "B->A") & (runs.n == 4))]
+    units = unit_table(runs)
+    over_all = block_values(units, diff("AnB+", "baseB"), range(1, 5))
+    assert list(over_all.index.get_level_values("split")) == ["random0"]
+    assert len(block_values(units, diff("AnB+", "baseB"), [1])) == 2
+
+
+def test_analyse_says_when_no_block_is_whole_yet(tmp_path):
+    runs = make_runs(1, lambda b, t, tr, n: 0.6)
+    write_runs(tmp_path / "runs.csv", runs[runs.direction != "B->A"].to_dict("records"))
+    with pytest.raises(ValueError, match="random0/s0"):
+        analyse(tmp_path / "runs.csv", tmp_path, L, RULES, directions=["A->B", "B->A"])

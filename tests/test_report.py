@@ -13,9 +13,11 @@ import papermill
 import pytest
 
 from tests.test_analysis import make_runs
+from tests.test_beyond import sweep_rows
 from transferability.analysis import analyse, choose_budget
 from transferability.config import AnalysisConfig
 from transferability.runner import run_study, write_runs
+from transferability.similarity import layer_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "report" / "report.ipynb"
@@ -87,7 +89,14 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
     """The tiny study without a convergence pilot (as the quick profile), then with one."""
     cfg, splits, ds = tiny_study
     # the top cut is studied: the claims compare spec(top) with spec(1)
-    cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"cuts": [1, 4]})})
+    cfg = cfg.model_copy(
+        update={
+            "study": cfg.study.model_copy(update={"cuts": [1, 4]}),
+            "beyond": cfg.beyond.model_copy(
+                update={"datasize_per_class": [4], "datasize_cuts": [1], "cka_images": 20}
+            ),
+        }
+    )
     work = tmp_path / "work"
     shutil.copytree(
         ROOT / "report", work / "report", ignore=shutil.ignore_patterns("build", "generated")
@@ -121,6 +130,9 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
         "\\StudyConvergenceKnownfalse",
         "\\StudyConvergedfalse",
         "\\newcommand{\\StudyEpochs}{1}",
+        "\\HasDatasizefalse",  # beyond the paper: not run yet, and the PDF says so
+        "\\HasCkafalse",
+        "\\newcommand{\\ClaimBoostShrinksWithDataVerdict}{not testable}",
     ):
         assert macro in numbers, macro
     assert not (gen / "fig_pilot.pdf").exists() and not (gen / "table_pilot.tex").exists()
@@ -145,14 +157,23 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
     val |= {(half, 2): 0.68, (half, 4): 0.70}
     pilot_path, choice = write_pilot(work / "results", val)
     assert choice["chosen"] == (per_class, 2)
+    # and beyond the paper: the target-size sweep and the layer similarities
+    sweep = work / "results" / "runs_datasize.csv"
+    run_study(cfg, splits, ds, sweep, which="datasize", log=lambda *_: None)
+    layer_similarity(cfg, splits, ds, log=lambda *_: None).to_csv(work / "results" / "cka.csv")
     analyse(
         work / "results" / "runs.csv",
         work / "results",
         num_layers=5,
         rules=AnalysisConfig(),
         pilot_path=pilot_path,
+        sweep_path=sweep,
+        cka_path=work / "results" / "cka.csv",
     )
     build_report(work)
+    for fig in ("fig_datasize", "fig_cka"):
+        assert (gen / f"{fig}.pdf").stat().st_size > 1000 and (gen / f"{fig}.png").is_file()
+    assert "\\toprule" in (gen / "table_datasize.tex").read_text()
     assert (gen / "fig_pilot.pdf").stat().st_size > 1000 and (gen / "fig_pilot.png").is_file()
     table = (gen / "table_pilot.tex").read_text()
     assert "\\toprule" in table and table.count("\\\\") == len(val) + 1  # header + budgets
@@ -168,10 +189,15 @@ def test_report_stage_builds_every_figure_and_the_pdf(tiny_study, tmp_path):
         f"\\newcommand{{\\StudyPerClass}}{{{per_class}}}",
         "\\newcommand{\\PilotNumBudgets}{5}",
         "\\newcommand{\\PilotSplit}{random split 0}",
+        "\\HasDatasizetrue",
+        "\\HasCkatrue",
+        f"\\newcommand{{\\DatasizeSizes}}{{4, {per_class}}}",
+        "\\newcommand{\\CkaImages}{20}",
     ):
         assert macro in numbers, macro
     aux = (work / "report" / "build" / "paper.aux").read_text()
     assert "{tab:pilot}" in aux and "{fig:pilot}" in aux
+    assert "{fig:datasize}" in aux and "{fig:cka}" in aux and "{tab:datasize}" in aux
 
 
 def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_path):
@@ -200,8 +226,15 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     write_runs(results / "runs.csv", runs.to_dict("records"))
     # the pilot: the study's budget (4,500 images per class, 30 epochs) is its choice
     pilot_path, _ = write_pilot(results, {(4500, 15): 0.75, (4500, 30): 0.80, (4500, 60): 0.801})
+    _, sweep = sweep_rows(5, lambda b, size: {25: 0.05 + 0.01 * b}.get(size, 0.0), (25, 100))
+    sweep.assign(arch="cifar5", epochs=30).to_csv(results / "runs_datasize.csv", index=False)
     analyse(
-        results / "runs.csv", results, num_layers=5, rules=AnalysisConfig(), pilot_path=pilot_path
+        results / "runs.csv",
+        results,
+        num_layers=5,
+        rules=AnalysisConfig(),
+        pilot_path=pilot_path,
+        sweep_path=results / "runs_datasize.csv",
     )
     gen = tmp_path / "generated"
     papermill.execute_notebook(
@@ -221,6 +254,8 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     assert "\\DemoProfilefalse" in numbers and "\\HasDissimilartrue" in numbers
     assert "\\newcommand{\\NumBlocksRandom}{5}" in numbers
     assert "\\newcommand{\\ClaimSpecificityGrowsVerdict}{supported}" in numbers
+    assert "\\newcommand{\\ClaimBoostShrinksWithDataVerdict}{supported}" in numbers
+    assert "\\HasDatasizetrue" in numbers and "\\HasCkafalse" in numbers
     assert "\\StudyConvergedtrue" in numbers and "\\StudyConvergenceKnowntrue" in numbers
     assert "\\newcommand{\\PilotChosen}{4,500 images per class $\\times$ 30 epochs}" in numbers
     assert (gen / "fig_pilot.png").is_file()

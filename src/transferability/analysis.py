@@ -103,15 +103,30 @@ def block_values(
     units: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], cuts=None
 ) -> pd.Series:
     """`value` of each (unit, n) row, averaged over `cuts` inside each unit, then over the
-    directions of each block: one number per block. A unit lacking an input gives no number,
-    and a block lacking a unit gives none either."""
+    directions of each block: one number per block. A unit lacking an input (a treatment, or
+    one of the cuts the study trained in the range) gives no number, and a block lacking a
+    direction gives none either: a block in progress is not averaged over what it has."""
     sel = units if cuts is None else units[units.n.isin(list(cuts))]
     if sel.empty:
         return pd.Series(dtype=float)
     v = pd.Series(np.asarray(value(sel), dtype=float), index=sel.index)
-    whole = lambda x: x.mean() if x.notna().all() else math.nan  # noqa: E731
-    per_unit = v.groupby([sel[c] for c in UNIT]).agg(whole)
-    return per_unit.groupby(level=BLOCK).agg(whole).dropna()
+
+    def whole(size: int):
+        return lambda x: x.mean() if len(x) == size and x.notna().all() else math.nan
+
+    per_unit = v.groupby([sel[c] for c in UNIT]).agg(whole(sel.n.nunique()))
+    return per_unit.groupby(level=BLOCK).agg(whole(units.direction.nunique())).dropna()
+
+
+def complete_blocks(units: pd.DataFrame, directions=None) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of blocks that have every direction (`directions`, or all the results hold),
+    and the names of the blocks left out: a block counts only with both directions inside it."""
+    want = set(directions) if directions else set(units.direction)
+    have = units.groupby(BLOCK).direction.agg(set)
+    whole = have[have.map(lambda d: want <= d)]
+    keep = pd.MultiIndex.from_frame(units[BLOCK]).isin(whole.index)
+    partial = [f"{split}/s{seed}" for split, _, seed in have.index.difference(whole.index)]
+    return units[keep].reset_index(drop=True), partial
 
 
 def interval(values, confidence: float, min_blocks: int = 2) -> dict:
@@ -405,6 +420,137 @@ def claims(units: pd.DataFrame, num_layers: int, rules: AnalysisConfig) -> pd.Da
     return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
 
 
+# ---------------------------------------------------------------------- beyond the paper
+
+
+def with_per_class(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with the training images per class of each network (`per_class`)."""
+    return runs.assign(per_class=(runs.train_images / runs.num_classes).round().astype(int))
+
+
+def datasize_units(runs: pd.DataFrame, sweep: pd.DataFrame, cuts: list[int]) -> pd.DataFrame:
+    """The target-size sweep as per-unit rows (as `unit_table`, plus `per_class`): baseB, BnB+
+    and AnB+ at each size, for the sweep's blocks; the study's own size comes from the study's
+    rows (`runs`). Blocks lacking a direction at a size are left out at that size."""
+    sweep = with_per_class(sweep)
+    blocks = pd.MultiIndex.from_frame(sweep[["split", "seed"]].drop_duplicates())
+    own = with_per_class(runs)
+    own = own[
+        pd.MultiIndex.from_frame(own[["split", "seed"]]).isin(blocks)
+        & (own.treatment.isin(["BnB+", "AnB+"]) & own.n.isin(cuts) | (own.treatment == "base"))
+    ]
+    study_size = own[own.treatment != "base"].per_class
+    # the study's own size is a point of the sweep only if the study trained every sweep cut
+    whole = set(cuts) <= set(own.n)
+    own = (
+        own.assign(per_class=int(study_size.iloc[0])) if whole and len(study_size) else own.iloc[:0]
+    )
+    out = []
+    for size, g in pd.concat([sweep, own]).groupby("per_class"):
+        if (g.treatment != "base").any():
+            units, _ = complete_blocks(unit_table(g))
+            out.append(units.assign(per_class=size))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+DATASIZE_BOOSTS = {"over_baseB": "baseB", "over_BnB_plus": "BnB+"}
+
+
+def datasize_table(du: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+    """AnB+ over baseB and over BnB+ at each target size: at each sweep cut and averaged over
+    them ("mean"), block means and their interval."""
+    rows = []
+    for size, g in du.groupby("per_class"):
+        cuts = sorted(g.n.unique())
+        for label, sel in [*((f"n{n}", [n]) for n in cuts), ("mean", cuts)]:
+            for key, ref in DATASIZE_BOOSTS.items():
+                s = interval(
+                    block_values(g, diff("AnB+", ref), sel), rules.confidence, rules.min_blocks
+                )
+                rows.append({"per_class": size, "cuts": label, "boost": key, **s})
+    return pd.DataFrame(
+        rows, columns=["per_class", "cuts", "boost", "estimate", "ci_low", "ci_high", "blocks"]
+    )
+
+
+def datasize_claim(du: pd.DataFrame | None, rules: AnalysisConfig) -> dict:
+    """boost_shrinks_with_data: AnB+ − BnB+ (the boost over the selffer control), mean over the
+    sweep's cuts, at the smallest target size minus at the largest, paired inside each block."""
+    rule = (
+        "AnB+ − BnB+, mean over the sweep's cuts, smallest target size minus largest, paired per "
+        "block: supported if the interval lies above 0, contradicted if below"
+    )
+    name, what = "boost_shrinks_with_data", "boost over BnB+: smallest − largest target size"
+    if du is None or du.empty or du.per_class.nunique() < 2:
+        s = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "blocks": 0}
+        return _claim(name, what, s, "not testable", f"not testable: no target-size sweep; {rule}")
+    lo, hi = du.per_class.min(), du.per_class.max()
+    cuts = sorted(du.n.unique())
+    boost = diff("AnB+", "BnB+")
+    d = (
+        block_values(du[du.per_class == lo], boost, cuts)
+        - block_values(du[du.per_class == hi], boost, cuts)
+    ).dropna()
+    s = interval(d, rules.confidence, rules.min_blocks)
+    rule = f"{lo} vs {hi} images per class; {rule}"
+    if s["blocks"] < rules.min_blocks:
+        few = f"not testable: fewer than {rules.min_blocks} random-split blocks ({s['blocks']})"
+        return _claim(name, what, s, "not testable", f"{few}; {rule}")
+    return _claim(name, what, s, sign_verdict(s), rule)
+
+
+def gram(x) -> np.ndarray:
+    """The centred Gram matrix (n × n, float64) of a representation (n examples × features)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = x - x.mean(axis=0, keepdims=True)
+    return x @ x.T
+
+
+def cka_from_grams(k: np.ndarray, m: np.ndarray) -> float:
+    """Linear CKA from two centred Gram matrices: <K, M>_F / (‖K‖_F ‖M‖_F)."""
+    denom = np.linalg.norm(k) * np.linalg.norm(m)
+    return float(np.vdot(k, m) / denom) if denom > 0 else math.nan
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two representations of the same n examples
+    (n × p and n × q), in float64: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) after centring each feature.
+    1 for a representation and itself; invariant to orthogonal transforms and isotropic
+    scaling of either; nan when either is constant."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    if len(x) != len(y):
+        raise ValueError(f"CKA needs the same examples: {len(x)} and {len(y)} rows")
+    if max(x.shape[1], y.shape[1]) > len(x):  # wide: the n × n form is cheaper
+        return cka_from_grams(gram(x), gram(y))
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else math.nan
+
+
+CKA_COLUMNS = ["split", "seed", "direction", "comparison", "n", "layer", "cka", "images"]
+
+
+def cka_table(cka: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+    """CKA per comparison, cut and layer: averaged over the directions inside each block (a
+    block lacking one gives no number), then the mean over blocks and its interval."""
+    rows = []
+    cka = cka.assign(direction=cka.direction.astype(object).fillna(""))  # "" reads back as nan
+    for (comp, n, layer), g in cka.groupby(["comparison", "n", "layer"]):
+        want = cka[cka.comparison == comp].direction.nunique()
+        per = g.groupby(["split", "seed"]).cka.agg(
+            lambda v, w=want: v.mean() if len(v) == w else math.nan
+        )
+        s = interval(per.dropna(), rules.confidence, rules.min_blocks)
+        images = int(g.images.max()) if "images" in g and g.images.notna().any() else None
+        rows.append({"comparison": comp, "n": n, "layer": layer, **s, "images": images})
+    return pd.DataFrame(
+        rows,
+        columns=["comparison", "n", "layer", "estimate", "ci_low", "ci_high", "blocks", "images"],
+    )
+
+
 def _paired(units: pd.DataFrame, value, cuts_a, cuts_b) -> pd.Series:
     """value(cuts_a) − value(cuts_b) inside each block."""
     a, b = block_values(units, value, cuts_a), block_values(units, value, cuts_b)
@@ -478,14 +624,36 @@ def analyse(
     rules: AnalysisConfig,
     pilot_path: Path | None = None,
     planned: int | None = None,
+    directions: list[str] | None = None,
+    sweep_path: Path | None = None,
+    cka_path: Path | None = None,
 ) -> dict:
-    """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, summary.json and
-    metrics.json; return the summary. With the pilot's budgets table, the summary says whether
-    the study's budget is one the pilot found converged."""
+    """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, datasize.csv,
+    cka_summary.csv, summary.json and metrics.json; return the summary. With the pilot's
+    budgets table, the summary says whether the study's budget is one the pilot found
+    converged; with the target-size sweep's rows (`sweep_path`) and the layer similarities
+    (`cka_path`), the work beyond the paper is summarised too (else its tables are empty)."""
     runs = read(runs_path)
-    units = unit_table(runs)
+    units, partial = complete_blocks(unit_table(runs), directions)
+    if units.empty:
+        raise ValueError(
+            f"no block in {runs_path} has every direction yet, nothing to analyse "
+            f"(blocks in progress: {', '.join(partial)})"
+        )
     acc, gaps = accuracy_table(units, rules), gap_table(units, rules)
     t1, cl = table1(units, num_layers, rules), claims(units, num_layers, rules)
+    du = None
+    if sweep_path and Path(sweep_path).is_file():
+        sweep = read(sweep_path)
+        du = datasize_units(runs, sweep, sorted(set(sweep.n) - {0})) if len(sweep) else None
+    ds = (
+        datasize_table(du, rules)
+        if du is not None and len(du)
+        else datasize_table(pd.DataFrame(columns=["per_class"]), rules)
+    )
+    cl = pd.concat([cl, pd.DataFrame([datasize_claim(du, rules)])], ignore_index=True)
+    cka = pd.read_csv(cka_path) if cka_path and Path(cka_path).is_file() else None
+    ck = cka_table(cka if cka is not None else pd.DataFrame(columns=CKA_COLUMNS), rules)
     out_dir = Path(out_dir)
     tables = {
         "accuracy.csv": acc,
@@ -493,6 +661,8 @@ def analyse(
         "gaps.csv": gaps,
         "table1.csv": t1,
         "claims.csv": cl,
+        "datasize.csv": ds,
+        "cka_summary.csv": ck,
     }
     for name, df in tables.items():
         with atomic_write(out_dir / name) as f:
@@ -504,6 +674,7 @@ def analyse(
         "planned_networks": planned,  # the configured study's size: fewer rows = still running
         "units": len(units.drop_duplicates(UNIT)),
         "blocks": {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
+        "blocks_in_progress": partial,  # left out: a block counts with every direction only
         "rules": rules.model_dump(),
         "budget": budget_regime(
             runs, pd.read_csv(pilot_path) if pilot_path and Path(pilot_path).is_file() else None
@@ -517,6 +688,10 @@ def analyse(
             r["claim"]: {k: _clean(v) for k, v in r.items() if k != "claim"}
             for r in cl.to_dict("records")
         },
+        "datasize": _nest(ds, ["boost", "per_class", "cuts"]),
+        "cka": _nest(ck.assign(n=ck.n.astype(int)), ["comparison", "n", "layer"])
+        if len(ck)
+        else {},
     }
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "metrics.json", headline(summary))

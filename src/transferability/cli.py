@@ -133,6 +133,38 @@ def transfer(cfg, runs, trust_rows):
 
 @cli.command()
 @with_params
+@click.option(
+    "--runs", default=None, help="Results table [default: <results_dir>/runs_datasize.csv]."
+)
+@TRUST_ROWS
+def datasize(cfg, runs, trust_rows):
+    """The target-size sweep (beyond the paper): baseB, BnB+ and AnB+ trained on smaller target
+    sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
+    _train(
+        cfg, "datasize", runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv"), trust_rows
+    )
+
+
+@cli.command()
+@with_params
+@click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
+def similarity(cfg, out):
+    """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
+    and the base it copied, on the same test images (beyond the paper; inference only)."""
+    from transferability.io import atomic_write
+    from transferability.similarity import layer_similarity
+
+    ds = _dataset(cfg)
+    t = time.perf_counter()
+    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo)
+    out = Path(out) if out else Path(cfg.study.results_dir) / "cka.csv"
+    with atomic_write(out) as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+    click.echo(f"{len(table)} layer comparisons → {out} ({time.perf_counter() - t:.0f}s)")
+
+
+@cli.command()
+@with_params
 @RUNS_OPTION
 def prune(cfg, runs):
     """Drop the rows and MLflow runs of networks the configured study no longer holds."""
@@ -151,12 +183,20 @@ def prune(cfg, runs):
     help="Results tables to read (several are merged into <results_dir>/runs.csv) "
     "[default: <results_dir>/runs.csv].",
 )
-def analyze(cfg, runs):
-    """Per-cut accuracies, gaps and Table 1 → accuracy.csv, gaps.csv, summary.json."""
-    _analyze(cfg, runs)
+@click.option(
+    "--sweep",
+    default=None,
+    help="The target-size sweep's table [default: <results_dir>/runs_datasize.csv, if there].",
+)
+@click.option(
+    "--cka", default=None, help="Layer similarities [default: <results_dir>/cka.csv, if there]."
+)
+def analyze(cfg, runs, sweep, cka):
+    """Accuracies, gaps, Table 1, the claims, and the work beyond the paper → results/."""
+    _analyze(cfg, runs, sweep, cka)
 
 
-def _analyze(cfg, runs) -> None:
+def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
     from transferability.runner import read_runs, write_runs
@@ -178,6 +218,9 @@ def _analyze(cfg, runs) -> None:
         cfg.analysis,
         pilot_path=out / "pilot_budgets.csv",
         planned=planned,
+        directions=cfg.study.directions,
+        sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
+        cka_path=Path(cka) if cka else out / "cka.csv",
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")

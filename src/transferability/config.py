@@ -142,6 +142,27 @@ class AnalysisConfig(Section):
     reproduce_tolerance: Annotated[float, Field(gt=0, le=50)] = 4.5
 
 
+class BeyondConfig(Section):
+    """After the paper: transfer against target-set size, and layer similarity (linear CKA).
+
+    Both read the first `blocks` random-split blocks of the study (their bases and transfers)."""
+
+    blocks: Annotated[int, Field(ge=1)] = 5
+    # target images per class besides the study's own size (data.train_per_class, whose
+    # networks come from the study): baseB, BnB+ and AnB+ are trained at each
+    datasize_per_class: list[Annotated[int, Field(ge=1)]] = [25, 50, 100]
+    datasize_cuts: list[Annotated[int, Field(ge=1)]] = [1, 3]
+    # test images (the same number of each of the ten classes) on which layers are compared
+    cka_images: Annotated[int, Field(ge=10)] = 2000
+
+    @field_validator("datasize_per_class", "datasize_cuts")
+    @classmethod
+    def _sizes(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"names an entry twice: {v}")
+        return sorted(v)
+
+
 class Config(Section):
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
@@ -149,6 +170,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     study: StudyConfig = StudyConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    beyond: BeyondConfig = BeyondConfig()
 
     @model_validator(mode="after")
     def _cuts(self):
@@ -162,6 +184,17 @@ class Config(Section):
                 raise ValueError(
                     f"study.cuts: {bad} out of range 1..{layers - 1} for {self.model.arch}"
                 )
+        bad = [n for n in self.beyond.datasize_cuts if not 1 <= n <= layers - 1]
+        if bad:
+            raise ValueError(
+                f"beyond.datasize_cuts: {bad} out of range 1..{layers - 1} for {self.model.arch}"
+            )
+        study = self.data.train_per_class
+        if study is not None and study in self.beyond.datasize_per_class:
+            raise ValueError(
+                f"beyond.datasize_per_class: {study} is the study's own size "
+                "(data.train_per_class), whose networks come from the study"
+            )
         return self
 
     @property

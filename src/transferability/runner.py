@@ -28,7 +28,7 @@ from transferability.config import Config
 from transferability.executors import execute
 from transferability.io import atomic_write, md5_file
 from transferability.splits import Split
-from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan
+from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan, plan_datasize
 
 # ---------------------------------------------------------------------- results table
 
@@ -113,10 +113,10 @@ def todo(study: Study, jobs: list[Job], rows: dict[str, dict], trust_rows: bool)
 
 
 def select(jobs: list[Job], which: str) -> list[Job]:
-    if which == "all":
+    if which in ("all", "datasize"):
         return jobs
     if which not in ("bases", "transfers"):
-        raise ValueError(f"which must be all, bases or transfers, not {which!r}")
+        raise ValueError(f"which must be all, bases, transfers or datasize, not {which!r}")
     return [j for j in jobs if (j.treatment == "base") == (which == "bases")]
 
 
@@ -129,8 +129,9 @@ def run_study(
     log: Callable[[str], None] = print,
     trust_rows: bool = False,
 ) -> list[dict]:
-    """Train every network of `which` (all | bases | transfers) not already done; returns the
-    study's rows of `which`.
+    """Train every network of `which` (all | bases | transfers of the study, or datasize: the
+    target-size sweep, whose AnB+ copy the study's bases) not already done; returns the rows of
+    `which`.
 
     Each finished network is committed at once (checkpoint, then the table rewritten
     atomically, then its MLflow run), so an interrupted study loses at most the networks in
@@ -141,12 +142,12 @@ def run_study(
     runs_path = Path(runs_path)
     with locked(runs_path):
         study = Study(cfg, splits, dataset)
-        everything = plan(cfg, splits)
+        everything = (plan_datasize if which == "datasize" else plan)(cfg, splits)
         jobs = select(everything, which)
         rows = {r["network"]: r for r in read_runs(runs_path)}
         left = todo(study, jobs, rows, trust_rows)
-        if which == "transfers":
-            _check_bases(study, left)
+        if which in ("transfers", "datasize"):
+            _check_bases(study, jobs, left)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
             f"{len(left)} to train on {study.device} ({_where(cfg)})"
@@ -179,13 +180,14 @@ def _where(cfg: Config) -> str:
     )
 
 
-def _check_bases(study: Study, left: list[Job]) -> None:
-    """Transfers alone: their bases come from an earlier run; say so before starting."""
+def _check_bases(study: Study, jobs: list[Job], left: list[Job]) -> None:
+    """Bases that come from an earlier run (not among `jobs`) must be there: say so before
+    starting."""
     missing = sorted(
         {
             str(study.checkpoint(j.source))
             for j in left
-            if j.source and not study.checkpoint(j.source).is_file()
+            if j.source and j.source not in jobs and not study.checkpoint(j.source).is_file()
         }
     )
     if missing:
@@ -253,7 +255,8 @@ def prune(
     runs_path = Path(runs_path)
     with locked(runs_path):
         everything = plan(cfg, splits)
-        wanted = {j.network for j in everything}
+        # the sweep's networks may share a table with the study's (they have their own names)
+        wanted = {j.network for j in everything + plan_datasize(cfg, splits)}
         rows = {r["network"]: r for r in read_runs(runs_path)}
         dropped = sorted(set(rows) - wanted)
         write_runs(runs_path, ordered({k: v for k, v in rows.items() if k in wanted}, everything))

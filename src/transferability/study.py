@@ -110,6 +110,10 @@ class Job:
     target_task: str
     treatment: str  # base | BnB | BnB+ | AnB | AnB+ | RnB
     n: int
+    # target images per class when not the study's own (the target-size sweep): such a
+    # network trains on that many, and its BnB/BnB+ copy the base of the same size; AnB and
+    # AnB+ always copy the study's source base, trained on its full task
+    per_class: int | None = None
 
     @property
     def name(self) -> str:
@@ -125,22 +129,32 @@ class Job:
 
     @property
     def network(self) -> str:
-        return f"{self.split}/s{self.seed}/{self.name}"
+        size = f"size{self.per_class}/" if self.per_class else ""
+        return f"{self.split}/s{self.seed}/{size}{self.name}"
+
+    @property
+    def identity(self) -> dict:
+        """The fields that name this network (`per_class` only when set, so that the study's
+        own networks keep the fingerprints they were trained with)."""
+        d = asdict(self)
+        if d["per_class"] is None:
+            del d["per_class"]
+        return d
 
     @property
     def source(self) -> Job | None:
         """The base network whose layers this one copies."""
         if self.treatment in COPY_FROM_TARGET:
-            task = self.target_task
-        elif self.treatment in COPY_FROM_SOURCE:
-            task = self.source_task
-        else:
-            return None
-        return base_job(self.split, self.split_kind, self.seed, task)
+            return base_job(
+                self.split, self.split_kind, self.seed, self.target_task, self.per_class
+            )
+        if self.treatment in COPY_FROM_SOURCE:
+            return base_job(self.split, self.split_kind, self.seed, self.source_task)
+        return None
 
 
-def base_job(split: str, kind: str, seed: int, task: str) -> Job:
-    return Job(split, kind, seed, "", "", task, "base", 0)
+def base_job(split: str, kind: str, seed: int, task: str, per_class: int | None = None) -> Job:
+    return Job(split, kind, seed, "", "", task, "base", 0, per_class)
 
 
 def plan(cfg: Config, splits: list[Split]) -> list[Job]:
@@ -158,6 +172,31 @@ def plan(cfg: Config, splits: list[Split]) -> list[Job]:
                     for treatment in cfg.study.treatments:
                         transfers.append(
                             Job(split.name, split.kind, seed, direction, s, t, treatment, n)
+                        )
+    return bases + transfers
+
+
+def sweep_blocks(cfg: Config, splits: list[Split]) -> list[tuple[str, int]]:
+    """The (split, seed) blocks that the work beyond the paper reads: the first
+    `beyond.blocks` random-split blocks of the study, in the study's order."""
+    blocks = [(s.name, seed) for s in splits if s.kind == "random" for seed in cfg.study.seeds]
+    return blocks[: cfg.beyond.blocks]
+
+
+def plan_datasize(cfg: Config, splits: list[Split]) -> list[Job]:
+    """The target-size sweep: at each size, baseB, then BnB+ and AnB+ at each sweep cut, both
+    directions of each block (baseA and baseB of every size, as each is a target)."""
+    kinds = {s.name: s.kind for s in splits}
+    bases, transfers = [], []
+    for split, seed in sweep_blocks(cfg, splits):
+        for size in cfg.beyond.datasize_per_class:
+            bases += [base_job(split, kinds[split], seed, t, size) for t in ("A", "B")]
+            for direction in cfg.study.directions:
+                s, t = direction.split("->")
+                for n in cfg.beyond.datasize_cuts:
+                    for treatment in ("BnB+", "AnB+"):
+                        transfers.append(
+                            Job(split, kinds[split], seed, direction, s, t, treatment, n, size)
                         )
     return bases + transfers
 
@@ -182,7 +221,7 @@ class Study:
             exclude={"device", "threads", "progress", "eval_batch_size", "eval_every"}
         )
         ident = {
-            "job": asdict(job),
+            "job": job.identity,
             "classes": [list(split.A), list(split.B)],
             "data": [
                 self.dataset.source_hash,
@@ -198,7 +237,9 @@ class Study:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def checkpoint(self, job: Job) -> Path:
-        kind = "bases" if job.treatment == "base" else "transfers"  # two DVC outputs
+        kind = "bases" if job.treatment == "base" else "transfers"  # DVC outputs
+        if job.per_class:
+            kind = f"datasize/size{job.per_class}"
         return Path(self.cfg.study.models_dir, kind, job.split, f"s{job.seed}", f"{job.name}.pt")
 
     def net_config(self, num_classes: int) -> NetConfig:
@@ -207,14 +248,14 @@ class Study:
 
     # ------------------------------------------------------------------ running
 
-    def task(self, split: str, task: str) -> DeviceTask:
-        key = (split, task)
+    def task(self, split: str, task: str, per_class: int | None = None) -> DeviceTask:
+        key = (split, task, per_class)
         if key not in self._tasks:
             self._tasks.clear()  # keep one task on the device at a time
             view = data_mod.task_view(
                 self.dataset,
                 self.splits[split].classes(task),
-                self.cfg.data.train_per_class,
+                per_class or self.cfg.data.train_per_class,
                 self.cfg.data.test_per_class,
                 self.cfg.data.val_per_class,
             )
@@ -275,7 +316,7 @@ class Study:
     def run(self, job: Job) -> tuple[dict, list[dict]]:
         """Train one network, write its checkpoint atomically; return its row and history."""
         model, source_md5 = self.build(job)
-        data = self.task(job.split, job.target_task)
+        data = self.task(job.split, job.target_task, job.per_class)
         result = train(
             model,
             data,

@@ -1,0 +1,8 @@
+"""DVC stage `datasize`: baseB, BnB+ and AnB+ on smaller target sets (beyond the paper)."""
+
+import sys
+
+from transferability.cli import main
+
+if __name__ == "__main__":
+    main(["datasize", "--runs", sys.argv[1]])

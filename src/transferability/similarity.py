@@ -1,0 +1,98 @@
+"""Which layers are similar across tasks: linear CKA (Kornblith et al. 2019) between networks,
+layer by layer, on the same test images.
+
+For each of the first `beyond.blocks` random-split blocks: baseA against baseB at every layer,
+and every fine-tuned network (AnB+, BnB+ at every cut) against the base it copied — how far
+fine-tuning moved each layer (copied layers, up to n) and how alike a layer trained afresh on
+top of copied ones is to the base's own (above n). Inference only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from transferability import data as data_mod
+from transferability.analysis import CKA_COLUMNS, cka_from_grams
+from transferability.config import Config
+from transferability.models import load_checkpoint
+from transferability.splits import Split
+from transferability.study import Job, Study, base_job, sweep_blocks
+from transferability.train import DeviceTask
+
+FINE_TUNED = ("AnB+", "BnB+")
+
+
+def probe_images(cfg: Config, dataset: data_mod.Dataset) -> DeviceTask:
+    """The same number of test images of each of the ten classes (`beyond.cka_images` in all),
+    normalised as in training."""
+    per_class = max(1, cfg.beyond.cka_images // len(dataset.classes))
+    view = data_mod.task_view(dataset, dataset.classes, 1, per_class, 0)
+    return DeviceTask.from_task(view, torch.device("cpu"))
+
+
+@torch.no_grad()
+def layer_grams(model, x: torch.Tensor, batch: int = 500) -> list[np.ndarray]:
+    """The centred Gram matrix of every layer's output on `x` (eval mode: no dropout).
+
+    Features are centred in float64 and multiplied in float32 (a few thousand examples by up to
+    8,192 features: float64 would cost twice the time for no visible digit of CKA); the Gram
+    matrix itself is kept in float64."""
+    model.eval()
+    outs: list[list[torch.Tensor]] = [[] for _ in model.layers]
+    for i in range(0, len(x), batch):
+        h = x[i : i + batch]
+        for k, layer in enumerate(model.layers):
+            h = layer(h)
+            outs[k].append(h.reshape(len(h), -1).clone())
+    grams = []
+    for parts in outs:
+        f = torch.cat(parts).double()
+        f = (f - f.mean(0, keepdim=True)).float()
+        grams.append((f @ f.T).double().numpy())
+    return grams
+
+
+def layer_similarity(
+    cfg: Config, splits: list[Split], dataset: data_mod.Dataset, log: Callable = print
+) -> pd.DataFrame:
+    """One row per (block, direction, comparison, n, layer) with its CKA (columns CKA_COLUMNS).
+
+    Every checkpoint must be the network the study now configures (`Study.verify`)."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    study = Study(cfg, splits, dataset)
+    probe = probe_images(cfg, dataset)
+    x = probe.normalise(probe.test_x)
+    kinds = {s.name: s.kind for s in splits}
+    rows = []
+
+    def grams_of(job: Job) -> list[np.ndarray]:
+        path = study.checkpoint(job)
+        if not path.is_file():
+            raise FileNotFoundError(f"{job.network}: checkpoint {path} not found; train it first")
+        study.verify(job, path)
+        model, _ = load_checkpoint(path)
+        return layer_grams(model, x)
+
+    for split, seed in sweep_blocks(cfg, splits):
+        base = {t: grams_of(base_job(split, kinds[split], seed, t)) for t in ("A", "B")}
+        for layer, (ka, kb) in enumerate(zip(base["A"], base["B"], strict=True), 1):
+            rows.append(
+                (split, seed, "", "baseA vs baseB", 0, layer, cka_from_grams(ka, kb), len(x))
+            )
+        for direction in cfg.study.directions:
+            s, t = direction.split("->")
+            for n in cfg.cuts:
+                for treatment in FINE_TUNED:
+                    job = Job(split, kinds[split], seed, direction, s, t, treatment, n)
+                    src = base[job.source.target_task]
+                    for layer, (k, ks) in enumerate(zip(grams_of(job), src, strict=True), 1):
+                        comp = f"{treatment} vs its source"
+                        c = cka_from_grams(k, ks)
+                        rows.append((split, seed, direction, comp, n, layer, c, len(x)))
+        log(f"{split}/s{seed}: CKA of {len(cfg.study.directions) * len(cfg.cuts) * 2 + 2} networks")
+    return pd.DataFrame(rows, columns=CKA_COLUMNS)

@@ -1,8 +1,9 @@
 # Two entry points for a fresh machine (see README):
 #   make repro   set up, then run the pipeline: the reference profile (params.yaml) with
-#                `dvc repro`; PROFILE=quick|paper (profiles.yaml) with `dvc exp run --temp`, which
-#                leaves the workspace and the committed results alone. DATA=path: an offline
-#                CIFAR-10 copy; EXTRA="-S key=value ...": more overrides (profiles only).
+#                `dvc repro`; PROFILE=quick|paper (profiles.yaml), or any profile with DATA or
+#                EXTRA, with `dvc exp run --temp`, which leaves the workspace, params.yaml and the
+#                committed results alone. DATA=path: an offline CIFAR-10 copy;
+#                EXTRA="-S key=value ...": more overrides.
 #   make test    set up, then lint and run the tests
 PY      ?= python3.11
 VENV    ?= .venv
@@ -14,7 +15,9 @@ NAME    ?= $(PROFILE)
 PROFILE_ARGS = $(shell $(if $(wildcard $(BIN)/transferability),$(BIN)/)transferability profile $(PROFILE))
 DATA_ARG = $(if $(DATA),-S data.source=$(abspath $(DATA)))
 EXP_RUN = dvc exp run --temp --name $(NAME) $(PROFILE_ARGS) $(DATA_ARG) $(EXTRA)
-DVC_REPRO = $(if $(filter reference,$(PROFILE)),dvc repro,$(EXP_RUN))
+# the reference profile with its own data source runs `dvc repro`; with DATA (or EXTRA) it runs
+# as an experiment too, so that no tracked file (params.yaml) is rewritten
+DVC_REPRO = $(if $(filter reference,$(PROFILE)),$(if $(DATA)$(EXTRA),$(EXP_RUN),dvc repro),$(EXP_RUN))
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
                 texlive-fonts-recommended lmodern
@@ -46,11 +49,6 @@ test: lint tex
 	$(BIN)/python -m pytest -q
 
 repro: setup tex
-ifneq ($(DATA),)
-ifeq ($(PROFILE),reference)
-	sed -i 's|^  source: .*|  source: $(DATA)|' params.yaml
-endif
-endif
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/$(DVC_REPRO)
 
 # inside docker/Dockerfile's image, where everything is installed already

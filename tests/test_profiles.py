@@ -69,3 +69,22 @@ def test_every_profiles_command_passes_dvc_exp_run_dry(tmp_path):
         # -S flags (what failed before) are all applied and checked either way
         run(str(DVC), "exp", "run", "--dry", "--single-item", "prepare", *flags)
         run("git", "checkout", "-q", "--", ".")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_repro_with_data_rewrites_no_tracked_file():
+    """`make repro DATA=...` runs the reference as an experiment (-S data.source=...) rather
+    than editing params.yaml; without DATA it is `dvc repro`."""
+
+    def dry(*args):
+        out = subprocess.run(
+            ["make", "-n", "repro", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    with_data = dry("DATA=/somewhere/cifar10")
+    assert "dvc exp run --temp --name reference" in with_data
+    assert "-S data.source=/somewhere/cifar10" in with_data
+    assert dry().endswith("dvc repro")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "params.yaml" not in "".join(ln for ln in makefile.splitlines() if "sed" in ln)

@@ -295,3 +295,13 @@ def test_analyse_says_when_no_block_is_whole_yet(tmp_path):
     write_runs(tmp_path / "runs.csv", runs[runs.direction != "B->A"].to_dict("records"))
     with pytest.raises(ValueError, match="random0/s0"):
         analyse(tmp_path / "runs.csv", tmp_path, L, RULES, directions=["A->B", "B->A"])
+
+
+def test_rows_of_a_direction_no_longer_configured_are_left_out(tmp_path):
+    runs = make_runs(5, lambda b, t, tr, n: 0.6 + (0.1 if t == "A" and tr != "base" else 0))
+    write_runs(tmp_path / "runs.csv", runs.to_dict("records"))
+    s = analyse(tmp_path / "runs.csv", tmp_path, L, RULES, directions=["A->B"])
+    assert s["blocks"] == {"random": 5}
+    gaps = pd.read_csv(tmp_path / "gaps.csv")
+    boost = gaps[(gaps.gap == "transfer_boost") & (gaps.n == 1)].estimate.iloc[0]
+    assert boost == pytest.approx(0.0)  # B->A's +0.1 (target A) is not averaged in

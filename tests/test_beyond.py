@@ -217,3 +217,40 @@ def test_cka_table_reads_the_bases_row_back_from_csv(tmp_path):
     pd.DataFrame(rows, columns=CKA_COLUMNS).to_csv(tmp_path / "cka.csv", index=False)
     t = cka_table(pd.read_csv(tmp_path / "cka.csv"), RULES)
     assert t.estimate.tolist() == [pytest.approx(0.9)] and t.blocks.tolist() == [2]
+
+
+def test_a_constant_representation_has_no_cka():
+    x = rng.normal(size=(50, 4))
+    assert math.isnan(linear_cka(np.full((50, 3), 0.7), x))
+    assert math.isnan(linear_cka(np.full((50, 300), 0.7), x))  # the wide (Gram) form too
+
+
+def test_the_sweep_needs_both_directions_and_a_base_at_each_size():
+    study, sweep = sweep_rows(5, lambda b, size: 0.3 if size == 25 else 0.0)
+    one_way = sweep[~((sweep.train_images == 125) & (sweep.direction == "B->A"))]
+    du = datasize_units(study, one_way, [1, 3], ["A->B", "B->A"])
+    assert 25 not in set(du.per_class)
+    assert datasize_claim(du, RULES)["verdict"] == "not testable"
+    # a failed base of size 25 in block 0: that block is left out at that size, nothing raises
+    no_base = sweep[~((sweep.network == "size25/random0/s0/baseBA") & (sweep.treatment == "base"))]
+    no_base = no_base[~no_base.network.str.startswith("size25/random0/s0/base")]
+    du = datasize_units(study, no_base, [1, 3], ["A->B", "B->A"])
+    assert set(du[du.per_class == 25].split) == {f"random{b}" for b in range(1, 5)}
+    assert datasize_claim(du, RULES)["blocks"] == 4
+
+
+def test_the_sweep_claim_compares_the_same_cuts_at_both_sizes():
+    study, sweep = sweep_rows(5, lambda b, size: 0.05 if size == 25 else 0.0)
+    sweep = sweep[~((sweep.train_images == 125) & (sweep.n == 3))]
+    c = datasize_claim(datasize_units(study, sweep, [1, 3]), RULES)
+    assert c["verdict"] == "not testable" and "every cut" in c["rule"]
+
+
+def test_cka_table_drops_a_block_with_a_missing_direction_value():
+    rows = []
+    for b in range(5):
+        for d in ("A->B", "B->A"):
+            v = math.nan if (b, d) == (4, "B->A") else {"A->B": 0.5, "B->A": 0.7}[d]
+            rows.append((f"random{b}", 0, d, "AnB+ vs its source", 2, 1, v, 20))
+    t = cka_table(pd.DataFrame(rows, columns=CKA_COLUMNS), RULES, ["A->B", "B->A"])
+    assert t.estimate.tolist() == [pytest.approx(0.6)] and t.blocks.tolist() == [4]

@@ -120,11 +120,12 @@ def block_values(
 
 def complete_blocks(units: pd.DataFrame, directions=None) -> tuple[pd.DataFrame, list[str]]:
     """The rows of blocks that have every direction (`directions`, or all the results hold),
-    and the names of the blocks left out: a block counts only with both directions inside it."""
+    and the names of the blocks left out: a block counts only with both directions inside it.
+    Rows of a direction not asked for (an earlier configuration's) are left out too."""
     want = set(directions) if directions else set(units.direction)
     have = units.groupby(BLOCK).direction.agg(set)
     whole = have[have.map(lambda d: want <= d)]
-    keep = pd.MultiIndex.from_frame(units[BLOCK]).isin(whole.index)
+    keep = pd.MultiIndex.from_frame(units[BLOCK]).isin(whole.index) & units.direction.isin(want)
     partial = [f"{split}/s{seed}" for split, _, seed in have.index.difference(whole.index)]
     return units[keep].reset_index(drop=True), partial
 
@@ -428,10 +429,13 @@ def with_per_class(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(per_class=(runs.train_images / runs.num_classes).round().astype(int))
 
 
-def datasize_units(runs: pd.DataFrame, sweep: pd.DataFrame, cuts: list[int]) -> pd.DataFrame:
+def datasize_units(
+    runs: pd.DataFrame, sweep: pd.DataFrame, cuts: list[int], directions=None
+) -> pd.DataFrame:
     """The target-size sweep as per-unit rows (as `unit_table`, plus `per_class`): baseB, BnB+
     and AnB+ at each size, for the sweep's blocks; the study's own size comes from the study's
-    rows (`runs`). Blocks lacking a direction at a size are left out at that size."""
+    rows (`runs`). At each size, a block lacking a direction (`directions`, or all the rows
+    hold) or the base of its target (a base that failed) is left out."""
     sweep = with_per_class(sweep)
     blocks = pd.MultiIndex.from_frame(sweep[["split", "seed"]].drop_duplicates())
     own = with_per_class(runs)
@@ -446,11 +450,20 @@ def datasize_units(runs: pd.DataFrame, sweep: pd.DataFrame, cuts: list[int]) -> 
         own.assign(per_class=int(study_size.iloc[0])) if whole and len(study_size) else own.iloc[:0]
     )
     out = []
-    for size, g in pd.concat([sweep, own]).groupby("per_class"):
+    want = directions or sorted(set(sweep.direction) - {""})
+    rows = pd.concat([sweep, own])
+    for size, g in rows.groupby("per_class"):
+        key = ["split", "seed", "target_task"]
+        based = pd.MultiIndex.from_frame(g[key]).isin(
+            pd.MultiIndex.from_frame(g.loc[g.treatment == "base", key])
+        )
+        g = g[based]
         if (g.treatment != "base").any():
-            units, _ = complete_blocks(unit_table(g))
+            units, _ = complete_blocks(unit_table(g), want)
             out.append(units.assign(per_class=size))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    du = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["per_class", "n"])
+    du.attrs["sizes"] = sorted(int(x) for x in set(rows.per_class))  # every size trained
+    return du
 
 
 DATASIZE_BOOSTS = {"over_baseB": "baseB", "over_BnB_plus": "BnB+"}
@@ -478,21 +491,31 @@ def datasize_claim(du: pd.DataFrame | None, rules: AnalysisConfig) -> dict:
     sweep's cuts, at the smallest target size minus at the largest, paired inside each block."""
     rule = (
         "AnB+ − BnB+, mean over the sweep's cuts, smallest target size minus largest, paired per "
-        "block: supported if the interval lies above 0, contradicted if below"
+        "block: supported if the interval lies above 0, contradicted if below; no convergence "
+        "gate: BnB+ copies a base trained on the same set and trains as long as AnB+, so extra "
+        "training cannot explain the difference"
     )
     name, what = "boost_shrinks_with_data", "boost over BnB+: smallest − largest target size"
-    if du is None or du.empty or du.per_class.nunique() < 2:
-        s = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "blocks": 0}
-        return _claim(name, what, s, "not testable", f"not testable: no target-size sweep; {rule}")
-    lo, hi = du.per_class.min(), du.per_class.max()
+    none = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "blocks": 0}
+    sizes = du.attrs.get("sizes", []) if du is not None else []
+    if len(sizes) < 2:
+        return _claim(
+            name, what, none, "not testable", f"not testable: no target-size sweep; {rule}"
+        )
+    # the smallest and the largest size trained, whatever has finished at each
+    lo, hi = sizes[0], sizes[-1]
+    rule = f"{lo} vs {hi} images per class; {rule}"
     cuts = sorted(du.n.unique())
+    at = du.groupby("per_class").n.agg(set)
+    if set(at.get(lo, ())) != set(cuts) or set(at.get(hi, ())) != set(cuts):
+        why = f"not testable: sizes {lo} and {hi} lack a whole block at every cut {cuts}"
+        return _claim(name, what, none, "not testable", f"{why}; {rule}")
     boost = diff("AnB+", "BnB+")
     d = (
         block_values(du[du.per_class == lo], boost, cuts)
         - block_values(du[du.per_class == hi], boost, cuts)
     ).dropna()
     s = interval(d, rules.confidence, rules.min_blocks)
-    rule = f"{lo} vs {hi} images per class; {rule}"
     if s["blocks"] < rules.min_blocks:
         few = f"not testable: fewer than {rules.min_blocks} random-split blocks ({s['blocks']})"
         return _claim(name, what, s, "not testable", f"{few}; {rule}")
@@ -501,15 +524,25 @@ def datasize_claim(du: pd.DataFrame | None, rules: AnalysisConfig) -> dict:
 
 def gram(x) -> np.ndarray:
     """The centred Gram matrix (n × n, float64) of a representation (n examples × features)."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    x = x - x.mean(axis=0, keepdims=True)
+    x = centred(x)
     return x @ x.T
 
 
 def cka_from_grams(k: np.ndarray, m: np.ndarray) -> float:
-    """Linear CKA from two centred Gram matrices: <K, M>_F / (‖K‖_F ‖M‖_F)."""
+    """Linear CKA from two centred Gram matrices: <K, M>_F / (‖K‖_F ‖M‖_F); nan when either is
+    (numerically) zero, i.e. a representation constant over the examples."""
     denom = np.linalg.norm(k) * np.linalg.norm(m)
     return float(np.vdot(k, m) / denom) if denom > 0 else math.nan
+
+
+def centred(x) -> np.ndarray:
+    """Each feature minus its mean over the examples (float64); exactly zero for a feature
+    that is constant up to rounding (relative 1e-12), so that a constant representation gives
+    CKA nan rather than the ratio of two rounding errors."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    c = x - x.mean(axis=0, keepdims=True)
+    c[:, np.abs(c).max(axis=0) <= 1e-12 * np.abs(x).max(axis=0)] = 0.0
+    return c
 
 
 def linear_cka(x, y) -> float:
@@ -523,8 +556,7 @@ def linear_cka(x, y) -> float:
         raise ValueError(f"CKA needs the same examples: {len(x)} and {len(y)} rows")
     if max(x.shape[1], y.shape[1]) > len(x):  # wide: the n × n form is cheaper
         return cka_from_grams(gram(x), gram(y))
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
+    x, y = centred(x), centred(y)
     denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
     return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else math.nan
 
@@ -532,15 +564,19 @@ def linear_cka(x, y) -> float:
 CKA_COLUMNS = ["split", "seed", "direction", "comparison", "n", "layer", "cka", "images"]
 
 
-def cka_table(cka: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+def cka_table(cka: pd.DataFrame, rules: AnalysisConfig, directions=None) -> pd.DataFrame:
     """CKA per comparison, cut and layer: averaged over the directions inside each block (a
     block lacking one gives no number), then the mean over blocks and its interval."""
     rows = []
     cka = cka.assign(direction=cka.direction.astype(object).fillna(""))  # "" reads back as nan
     for (comp, n, layer), g in cka.groupby(["comparison", "n", "layer"]):
-        want = cka[cka.comparison == comp].direction.nunique()
+        want = set(cka[cka.comparison == comp].direction)
+        if directions and want != {""}:
+            want = set(directions)
+            g = g[g.direction.isin(want)]
+        size = len(want)
         per = g.groupby(["split", "seed"]).cka.agg(
-            lambda v, w=want: v.mean() if len(v) == w else math.nan
+            lambda v, w=size: v.mean() if len(v) == w and v.notna().all() else math.nan
         )
         s = interval(per.dropna(), rules.confidence, rules.min_blocks)
         images = int(g.images.max()) if "images" in g and g.images.notna().any() else None
@@ -645,7 +681,8 @@ def analyse(
     du = None
     if sweep_path and Path(sweep_path).is_file():
         sweep = read(sweep_path)
-        du = datasize_units(runs, sweep, sorted(set(sweep.n) - {0})) if len(sweep) else None
+        cuts = sorted(set(sweep.n) - {0})
+        du = datasize_units(runs, sweep, cuts, directions) if len(sweep) else None
     ds = (
         datasize_table(du, rules)
         if du is not None and len(du)
@@ -653,7 +690,7 @@ def analyse(
     )
     cl = pd.concat([cl, pd.DataFrame([datasize_claim(du, rules)])], ignore_index=True)
     cka = pd.read_csv(cka_path) if cka_path and Path(cka_path).is_file() else None
-    ck = cka_table(cka if cka is not None else pd.DataFrame(columns=CKA_COLUMNS), rules)
+    ck = cka_table(cka if cka is not None else pd.DataFrame(columns=CKA_COLUMNS), rules, directions)
     out_dir = Path(out_dir)
     tables = {
         "accuracy.csv": acc,

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from transferability import data as data_mod
-from transferability.analysis import CKA_COLUMNS, cka_from_grams
+from transferability.analysis import CKA_COLUMNS, centred, cka_from_grams
 from transferability.config import Config
 from transferability.models import load_checkpoint
 from transferability.splits import Split
@@ -50,8 +50,7 @@ def layer_grams(model, x: torch.Tensor, batch: int = 500) -> list[np.ndarray]:
             outs[k].append(h.reshape(len(h), -1).clone())
     grams = []
     for parts in outs:
-        f = torch.cat(parts).double()
-        f = (f - f.mean(0, keepdim=True)).float()
+        f = torch.from_numpy(centred(torch.cat(parts).numpy())).float()
         grams.append((f @ f.T).double().numpy())
     return grams
 

@@ -330,7 +330,8 @@ class Tracker:
             self._log(found[0].info.run_id, tags={**source_tags(), "git_commit": git_commit()})
             return found[0].info.run_id
         splits = sorted({j.split for j in plan})
-        name = f"{self.cfg.model.arch} {'+'.join(splits)} ({self.study_id[:8]})"
+        sweep = "target-size sweep, " if any(j.per_class for j in plan) else ""
+        name = f"{sweep}{self.cfg.model.arch} {'+'.join(splits)} ({self.study_id[:8]})"
         tags = {**source_tags(), "role": "study", "study_id": self.study_id}
         run = self.client.create_run(
             self.experiment_id, run_name=name, tags=tags | {"git_commit": git_commit()}

@@ -78,9 +78,13 @@ def test_make_repro_with_data_rewrites_no_tracked_file():
 
     def dry(*args):
         out = subprocess.run(
-            ["make", "-n", "repro", *args], cwd=ROOT, capture_output=True, text=True, check=True
+            ["make", "--no-print-directory", "-n", "repro", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        return out.stdout.strip().splitlines()[-1]
+        return next(ln for ln in reversed(out.stdout.splitlines()) if "bin/dvc " in ln)
 
     with_data = dry("DATA=/somewhere/cifar10")
     assert "dvc exp run --temp --name reference" in with_data

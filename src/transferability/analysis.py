@@ -683,11 +683,7 @@ def analyse(
         sweep = read(sweep_path)
         cuts = sorted(set(sweep.n) - {0})
         du = datasize_units(runs, sweep, cuts, directions) if len(sweep) else None
-    ds = (
-        datasize_table(du, rules)
-        if du is not None and len(du)
-        else datasize_table(pd.DataFrame(columns=["per_class"]), rules)
-    )
+    ds = datasize_table(du if du is not None else pd.DataFrame(columns=["per_class"]), rules)
     cl = pd.concat([cl, pd.DataFrame([datasize_claim(du, rules)])], ignore_index=True)
     cka = pd.read_csv(cka_path) if cka_path and Path(cka_path).is_file() else None
     ck = cka_table(cka if cka is not None else pd.DataFrame(columns=CKA_COLUMNS), rules, directions)

@@ -305,3 +305,57 @@ def test_rows_of_a_direction_no_longer_configured_are_left_out(tmp_path):
     gaps = pd.read_csv(tmp_path / "gaps.csv")
     boost = gaps[(gaps.gap == "transfer_boost") & (gaps.n == 1)].estimate.iloc[0]
     assert boost == pytest.approx(0.0)  # B->A's +0.1 (target A) is not averaged in
+
+
+def test_time_to_accuracy_needs_a_converged_run_and_finds_the_first_budget_near_it():
+    """Two tasks × two seeds, ±0.5 points apart (seed SD 0.71). The fast recipe's last
+    doubling gains 0.2 (< SD: converged at 74.8); 40 epochs is the first within 0.5 of it
+    (74.6; 20 epochs, 74.0, is not). The slow recipe still gains 2 points: not converged, and
+    it needs at least its longest budget (80 epochs, the first within 0.5 of 72). A budget
+    missing one of the recipe's runs does not count."""
+    from transferability.analysis import time_to_accuracy, time_to_level
+
+    curves = {
+        "fast": {10: 70.0, 20: 74.0, 40: 74.6, 80: 74.8},
+        "slow": {10: 60.0, 20: 66.0, 40: 70.0, 80: 72.0},
+        "once": {10: 65.0},  # one budget: nothing to compare it with
+    }
+    rows = [
+        {
+            "recipe": r,
+            "settings": f"{r} recipe",
+            "task": t,
+            "seed": s,
+            "per_class": 100,
+            "epochs": e,
+            "image_epochs": 500 * e,
+            "val_acc": (v + (0.5 if s else -0.5)) / 100,
+            "seconds": e / 10,
+        }
+        for r, curve in curves.items()
+        for e, v in curve.items()
+        for t in ("A", "B")
+        for s in (0, 1)
+    ]
+    rows.append({**rows[0], "epochs": 160, "image_epochs": 80000, "val_acc": 0.9})  # one run
+    curve, summary = time_to_accuracy(pd.DataFrame(rows), margin=0.5)
+    s = summary.set_index("recipe")
+    assert s.loc["fast", "seed_sd"] == pytest.approx(math.sqrt(0.5))
+    assert s.loc["fast", "converged"] and s.loc["fast", "longest_epochs"] == 80
+    assert s.loc["fast", "converged_acc"] == pytest.approx(74.8)
+    assert s.loc["fast", "reach_epochs"] == 40 and s.loc["fast", "reach_image_epochs"] == 20000
+    assert s.loc["fast", "reach_seconds"] == pytest.approx(4.0)
+    assert s.loc["fast", "reach"] == "measured"
+    assert not s.loc["slow", "converged"] and math.isnan(s.loc["slow", "converged_acc"])
+    assert s.loc["slow", "reach"] == "lower bound" and s.loc["slow", "reach_epochs"] == 80
+    assert s.loc["once", "reach"] == "none" and not s.loc["once", "converged"]
+    # across recipes: the fast one comes within 0.5 of the slow one's best (72) at 20 epochs;
+    # the slow one never comes within 0.5 of the fast one's converged 74.8
+    to_slow = time_to_level(curve, s.loc["slow", "level"]).set_index("recipe")
+    assert to_slow.loc["fast", "epochs"] == 20 and to_slow.loc["slow", "epochs"] == 80
+    to_fast = time_to_level(curve, s.loc["fast", "level"]).set_index("recipe")
+    assert to_fast.loc["fast", "epochs"] == 40 and math.isnan(to_fast.loc["slow", "epochs"])
+    assert s.loc["slow", "last_doubling_gain"] == pytest.approx(2.0)
+    c = curve.set_index(["recipe", "epochs"])
+    assert c.loc[("fast", 20), "doubling_gain"] == pytest.approx(4.0)
+    assert ("fast", 160) not in c.index

@@ -64,6 +64,8 @@ def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
     runs = pd.read_csv(tmp_path / "results/runs.csv")
     assert len(runs) == 2 + 2 * 5
     assert (tmp_path / "results/gaps.csv").is_file()
+    recipe = json.loads((tmp_path / "results/summary.json").read_text())["recipe"]
+    assert recipe["batch_size"] == 8 and recipe["crop_fill"] == "reflect"
 
 
 @pytest.mark.skipif(not ARCHIVE.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.gz")
@@ -124,3 +126,30 @@ def test_smoke_study_on_a_slice_of_the_real_archive(monkeypatch, capsys, tmp_pat
     assert summary["gaps"]["random"]["specificity"]["n4"]["ci_low"] is None
     claims = pd.read_csv(tmp_path / "results/claims.csv")
     assert (claims.verdict == "not testable").all()
+
+
+def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, capsys, tmp_path):
+    """Two recipes into one runs file, a rerun trains nothing, --no-train only summarises."""
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: imgs, val_per_class: 1}\nmodel: {width: 0.25}\n"
+        "split: {random_seeds: [0], dissimilar: false}\ntrain: {batch_size: 8, progress: false}\n"
+    )
+    for step in ("prepare", "split"):
+        assert run(monkeypatch, capsys, step)[0] == 0
+    tta = ["time-to-accuracy", "--per-class", "3", "--epochs", "1,2", "--seeds", "0,1"]
+    code, out, err = run(monkeypatch, capsys, *tta, "--plot", "tta.png")
+    assert code == 0, err
+    code, out, err = run(monkeypatch, capsys, *tta, "--set", "train.batch_size=4")
+    assert code == 0, err
+    rows = pd.read_csv(tmp_path / "results/time_to_accuracy.csv")
+    assert len(rows) == 2 * 2 * 2 * 2  # recipes × budgets × tasks × seeds
+    assert rows.recipe.nunique() == 2 and rows.selffer_gain.isna().all()
+    assert set(rows.settings.str.split(",").str[0]) == {"batch 8", "batch 4"}
+    assert (tmp_path / "tta.png").stat().st_size > 0
+    code, out, err = run(monkeypatch, capsys, *tta)  # everything is there: trains nothing
+    assert code == 0 and "val" not in out.split("settings")[0]
+    assert len(pd.read_csv(tmp_path / "results/time_to_accuracy.csv")) == 16
+    code, out, err = run(monkeypatch, capsys, "time-to-accuracy", "--no-train", "--out", "none.csv")
+    assert code == 2 and "none.csv" in err

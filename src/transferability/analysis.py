@@ -663,12 +663,14 @@ def analyse(
     directions: list[str] | None = None,
     sweep_path: Path | None = None,
     cka_path: Path | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv, datasize.csv,
     cka_summary.csv, summary.json and metrics.json; return the summary. With the pilot's
     budgets table, the summary says whether the study's budget is one the pilot found
     converged; with the target-size sweep's rows (`sweep_path`) and the layer similarities
-    (`cka_path`), the work beyond the paper is summarised too (else its tables are empty)."""
+    (`cka_path`), the work beyond the paper is summarised too (else its tables are empty).
+    `recipe` (the training settings the networks were trained with) is passed on to the report."""
     runs = read(runs_path)
     units, partial = complete_blocks(unit_table(runs), directions)
     if units.empty:
@@ -709,6 +711,7 @@ def analyse(
         "blocks": {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
         "blocks_in_progress": partial,  # left out: a block counts with every direction only
         "rules": rules.model_dump(),
+        "recipe": recipe or {},
         "budget": budget_regime(
             runs, pd.read_csv(pilot_path) if pilot_path and Path(pilot_path).is_file() else None
         ),
@@ -798,3 +801,93 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
     table["seed_sd"] = seed_sd
     table["chosen"] = [(p, e) == chosen for p, e in zip(table.per_class, table.epochs, strict=True)]
     return table.reset_index(drop=True), {"seed_sd": seed_sd, "chosen": chosen}
+
+
+TIME_COLUMNS = ["epochs", "image_epochs", "seconds", "val_acc"]  # of a budget, in time_to_level
+
+
+def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The time-to-accuracy benchmark: for each recipe (and task size), how many image-epochs
+    and seconds a base needs to come within `margin` points of the recipe's own converged
+    validation accuracy.
+
+    A budget counts only with every (task, seed) the recipe's runs have. The converged accuracy
+    is the mean at the recipe's longest budget, and counts only if that budget's last doubling
+    gained less than the seed-to-seed noise (the SD of validation accuracy over seeds at one
+    task and budget, pooled over the recipe's tasks and budgets); otherwise the recipe reads
+    "not converged" and, if its last doubling still gained, the time to come within `margin`
+    of its longest budget is given as a lower bound (`reach`: measured | lower bound | none).
+    Seconds are the median over a budget's runs. Returns (curve: one row per recipe and
+    budget, in points, with the mean over seeds of each task as val_<task>; summary: one row
+    per recipe).
+    """
+    p = runs.copy()
+    p["val"] = 100 * p["val_acc"]
+    curves, summary = [], []
+    for (recipe, per_class), r in p.groupby(["recipe", "per_class"], sort=False):
+        runs_of = set(zip(r.task, r.seed, strict=True))
+        count = r.drop_duplicates(["epochs", "task", "seed"]).groupby("epochs").size()
+        full = r[r.epochs.isin(count.index[count == len(runs_of)])]
+        var = full.groupby(["task", "epochs"])["val"].var(ddof=1).dropna()
+        seed_sd = float(np.sqrt(var.mean())) if len(var) else math.nan
+        c = (
+            full.groupby("epochs")
+            .agg(
+                image_epochs=("image_epochs", "mean"),
+                val_acc=("val", "mean"),
+                seconds=("seconds", "median"),  # robust to a run slowed by other work
+                runs=("val", "size"),
+            )
+            .join(full.pivot_table(index="epochs", columns="task", values="val").add_prefix("val_"))
+            .reset_index()
+            .sort_values("epochs")
+        )
+        key = full.set_index(["task", "seed", "epochs"])["val"]
+        c["doubling_gain"] = [
+            float(np.mean([key[(t, s, e)] - key[(t, s, e // 2)] for t, s in runs_of]))
+            if e % 2 == 0 and (e // 2) in set(c.epochs)
+            else math.nan
+            for e in c.epochs
+        ]
+        c.insert(0, "per_class", per_class)
+        c.insert(0, "recipe", recipe)
+        c.insert(1, "settings", r["settings"].iloc[0] if "settings" in r else "")
+        curves.append(c)
+        row = {
+            "recipe": recipe,
+            "settings": c.settings.iloc[0],
+            "per_class": per_class,
+            "runs": len(runs_of),
+            "seed_sd": seed_sd,
+            "longest_epochs": c.epochs.max() if len(c) else math.nan,
+            "last_doubling_gain": c.doubling_gain.iloc[-1] if len(c) else math.nan,
+        }
+        converged = len(c) > 0 and row["last_doubling_gain"] < seed_sd
+        # still rising: its converged accuracy is at least the longest budget's, so the time it
+        # needs is at least the first budget within `margin` of that (if accuracy does not fall
+        # with longer training): a lower bound
+        rising = not converged and row["last_doubling_gain"] > 0
+        row["converged"] = bool(converged)
+        row["converged_acc"] = c.val_acc.iloc[-1] if converged else math.nan
+        row["level"] = c.val_acc.iloc[-1] if len(c) else math.nan  # the longest budget's
+        row["reach"] = "measured" if converged else "lower bound" if rising else "none"
+        level = row["level"] if converged or rising else math.inf
+        first = time_to_level(c, level, margin).iloc[0]
+        row |= {f"reach_{k}": first[k] for k in ("epochs", "image_epochs", "seconds")}
+        summary.append(row)
+    curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return curve, pd.DataFrame(summary)
+
+
+def time_to_level(curve: pd.DataFrame, level: float, margin: float = 0.5) -> pd.DataFrame:
+    """For each recipe of a time-to-accuracy curve: the first budget whose mean validation
+    accuracy comes within `margin` points of `level` (empty where none does)."""
+    rows = []
+    for (recipe, per_class), c in curve.groupby(["recipe", "per_class"], sort=False):
+        hit = c[c.val_acc >= level - margin].sort_values("epochs")
+        first = hit.iloc[0] if len(hit) else None
+        rows.append(
+            {"recipe": recipe, "settings": c.settings.iloc[0], "per_class": per_class}
+            | {k: first[k] if first is not None else math.nan for k in TIME_COLUMNS}
+        )
+    return pd.DataFrame(rows)

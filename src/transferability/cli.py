@@ -196,6 +196,30 @@ def analyze(cfg, runs, sweep, cka):
     _analyze(cfg, runs, sweep, cka)
 
 
+RECIPE_KEYS = {
+    "train": [
+        "batch_size",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "label_smoothing",
+        "schedule",
+        "warmup_epochs",
+        "step_every",
+        "augment",
+        "crop_padding",
+        "crop_fill",
+    ],
+    "model": ["dropout", "init"],
+}  # dvc.yaml's aggregate stage lists the same keys as its params
+
+
+def recipe(cfg: config_mod.Config) -> dict:
+    """The training recipe the study's networks share, for the report."""
+    return {k: getattr(getattr(cfg, section), k) for section, ks in RECIPE_KEYS.items() for k in ks}
+
+
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
@@ -221,6 +245,7 @@ def _analyze(cfg, runs, sweep=None, cka=None) -> None:
         directions=cfg.study.directions,
         sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
         cka_path=Path(cka) if cka else out / "cka.csv",
+        recipe=recipe(cfg),
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
@@ -310,7 +335,7 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
 
     from transferability.analysis import choose_budget
     from transferability.io import atomic_write
-    from transferability.pilot import run_pilot
+    from transferability.pilot import recipe_id, run_pilot
 
     ds = _dataset(cfg)
     split = load_splits(cfg, ds.classes)[0]
@@ -319,12 +344,109 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
     rows = run_pilot(
         cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out, log=click.echo
     )
+    # the rule reads this recipe's runs only (a pilot file may hold other recipes' too)
+    rows = rows[rows.recipe == recipe_id(cfg)]
     table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
-    with atomic_write(out.with_name("pilot_budgets.csv")) as f:
+    with atomic_write(out.with_name(f"{out.stem}_budgets.csv")) as f:
         table.to_csv(f, index=False, float_format="%.4f")
     with pd.option_context("display.width", 160):
         click.echo(table.round(2).to_string(index=False))
     click.echo(f"seed-to-seed SD {choice['seed_sd']:.2f} points; chosen budget: {choice['chosen']}")
+
+
+@cli.command("time-to-accuracy")
+@with_params
+@click.option("--per-class", default=250, show_default=True, help="Images per class.")
+@click.option("--epochs", default="20,40,80,160,320", show_default=True, help="Budgets to train.")
+@click.option("--tasks", default="A,B", show_default=True)
+@click.option("--seeds", default="0,1", show_default=True)
+@click.option("--out", default=None, help="Runs [default: <results_dir>/time_to_accuracy.csv].")
+@click.option("--margin", default=0.5, show_default=True, help="Points below converged.")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write the curves.")
+@click.option("--no-train", is_flag=True, help="Only summarise the runs already in --out.")
+def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no_train):
+    """Time-to-accuracy benchmark: bases of the first split trained at each budget with the
+    settings given (--set ...), scored on the validation split; prints, for every recipe in
+    --out, the image-epochs and seconds it needs to come within --margin points of its own
+    converged accuracy. Run it once per recipe; rows already in --out are skipped."""
+    import pandas as pd
+
+    from transferability.analysis import time_to_accuracy as summarise
+    from transferability.analysis import time_to_level
+    from transferability.pilot import run_pilot
+
+    out = Path(out) if out else Path(cfg.study.results_dir) / "time_to_accuracy.csv"
+    if no_train:
+        if not out.is_file():
+            raise click.BadParameter(f"{out}: no such runs file", param_hint="--out")
+        rows = pd.read_csv(out)
+    else:
+        ds = _dataset(cfg)
+        split = load_splits(cfg, ds.classes)[0]
+        budgets = [(per_class, e) for e in _ints(epochs, "--epochs")]
+        seeds_ = _ints(seeds, "--seeds")
+        rows = run_pilot(
+            cfg, ds, split, budgets, tasks.split(","), seeds_, out, log=click.echo, selffer=False
+        )
+    curve, summary = summarise(rows, margin)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        click.echo(curve.drop(columns=["recipe"]).round(2).to_string(index=False))
+        click.echo(summary.round(2).to_string(index=False))
+        for q in summary[summary.reach != "none"].itertuples():
+            what = "converged accuracy" if q.converged else "best so far (not converged)"
+            click.echo(f"\nwithin {margin:g} points of {q.settings}'s {what}, {q.level:.2f}:")
+            to = time_to_level(curve, q.level, margin).drop(columns=["recipe"])
+            click.echo(to.round(2).to_string(index=False))
+    if plot:
+        _plot_time_to_accuracy(curve, summary, margin, Path(plot))
+        click.echo(f"plot → {plot}")
+
+
+def _plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
+    """Validation accuracy against image-epochs, one colour per recipe: the mean over runs
+    (thick; the benchmark's criterion reads it) and each task's mean over seeds (thin), with
+    the level the recipe must reach (converged − margin: dashed; a lower bound: dotted) and
+    the budget that first reaches it ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (recipe, per_class), c in curve.groupby(["recipe", "per_class"], sort=False):
+        s = summary[(summary.recipe == recipe) & (summary.per_class == per_class)].iloc[0]
+        (line,) = ax.plot(
+            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({per_class}/class)"
+        )
+        colour = line.get_color()
+        for col in [k for k in c.columns if k.startswith("val_") and k != "val_acc"]:
+            ax.plot(c.image_epochs, c[col], ".-", lw=0.7, alpha=0.5, color=colour)
+            ax.annotate(
+                col[4:],
+                (c.image_epochs.iloc[-1], c[col].iloc[-1]),
+                color=colour,
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        if s.reach != "none":
+            level = c.val_acc.iloc[-1] - margin
+            ax.axhline(level, color=colour, ls="--" if s.converged else ":", lw=0.8)
+            hit = c.val_acc[c.epochs == s.reach_epochs].iloc[0]
+            ax.plot(s.reach_image_epochs, hit, "o", ms=12, mfc="none", color=colour)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(curve.image_epochs))
+    ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("image-epochs (training images × epochs)")
+    ax.set_ylabel("validation accuracy (%): mean of tasks × seeds;\nthin: each task")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 @cli.command()

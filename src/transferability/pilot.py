@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,7 @@ COLUMNS = [
     "test_acc",
     "seconds",
     "recipe",
+    "settings",
     "machine",
 ]
 
@@ -56,18 +58,33 @@ def recipe_id(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def budget_run(cfg: Config, dataset: data_mod.Dataset, split: Split, task: str, seed: int) -> dict:
-    """One base and its top-cut selffer at cfg's budget, scored on the validation split."""
+def recipe_text(cfg: Config) -> str:
+    """The recipe's main settings in words, for tables and plots (recipe_id is the identity)."""
+    t = cfg.train
+    return (
+        f"batch {t.batch_size}, lr {t.lr:g}, {t.schedule}, dropout {cfg.model.dropout:g}, "
+        f"{t.crop_fill} crops, {cfg.model.init} init"
+    )
+
+
+def budget_run(
+    cfg: Config, dataset: data_mod.Dataset, split: Split, task: str, seed: int, selffer: bool = True
+) -> dict:
+    """One base and (with `selffer`) its top-cut selffer at cfg's budget, scored on the
+    validation split. Without the selffer the selffer columns are empty and `seconds` is the
+    base's alone (the time-to-accuracy benchmark)."""
     study = Study(cfg, [split], dataset)
     model, _ = study.build(base_job(split.name, split.kind, seed, task))
     data = study.task(split.name, task)
     order = derive_seed("data", split.name, seed, task)
     base = train(model, data, cfg.train, seed=order, desc=f"{split.name}/{task}/s{seed}")
-    top = model.num_layers - 1
-    selffer = build(model.cfg, derive_seed("init-transfer", split.name, seed, task))
-    copy_layers(selffer, model.cpu(), top)
-    selffer.freeze(top)
-    sel = train(selffer, data, cfg.train, seed=order, desc=f"B{top}B")
+    sel = None
+    if selffer:
+        top = model.num_layers - 1
+        net = build(model.cfg, derive_seed("init-transfer", split.name, seed, task))
+        copy_layers(net, model.cpu(), top)
+        net.freeze(top)
+        sel = train(net, data, cfg.train, seed=order, desc=f"B{top}B")
     per_class = len(data.train_x) // len(split.classes(task))
     return {
         "split": split.name,
@@ -77,11 +94,12 @@ def budget_run(cfg: Config, dataset: data_mod.Dataset, split: Split, task: str, 
         "epochs": cfg.train.epochs,
         "image_epochs": len(data.train_x) * cfg.train.epochs,
         "val_acc": round(base.val_acc, 6),
-        "selffer_val_acc": round(sel.val_acc, 6),
-        "selffer_gain": round(sel.val_acc - base.val_acc, 6),
+        "selffer_val_acc": round(sel.val_acc, 6) if sel else math.nan,
+        "selffer_gain": round(sel.val_acc - base.val_acc, 6) if sel else math.nan,
         "test_acc": round(base.test_acc, 6),  # recorded for the benchmark; chooses nothing
-        "seconds": round(base.seconds + sel.seconds, 1),
+        "seconds": round(base.seconds + (sel.seconds if sel else 0.0), 1),
         "recipe": recipe_id(cfg),
+        "settings": recipe_text(cfg),
         "machine": machine(),
     }
 
@@ -95,8 +113,10 @@ def run_pilot(
     seeds: list[int],
     out: Path,
     log: Callable[[str], None] = print,
+    selffer: bool = True,
 ) -> pd.DataFrame:
-    """Every (per_class, epochs) budget × task × seed not yet in `out` for this recipe."""
+    """Every (per_class, epochs) budget × task × seed not yet in `out` for this recipe (rows of
+    other recipes in `out` are kept)."""
     out = Path(out)
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
     rows = done.to_dict("records")
@@ -117,13 +137,13 @@ def run_pilot(
             for seed in seeds:
                 if (per_class, epochs, task, seed) in have:
                     continue
-                row = budget_run(budget, dataset, split, task, seed)
+                row = budget_run(budget, dataset, split, task, seed, selffer)
                 rows.append(row)
                 with atomic_write(out) as f:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
+                sel = f", selffer {row['selffer_gain'] * 100:+.2f} points" if selffer else ""
                 log(
                     f"{per_class}/class × {epochs} epochs, task {task}, seed {seed}: val "
-                    f"{row['val_acc']:.4f}, selffer {row['selffer_gain'] * 100:+.2f} points "
-                    f"({row['seconds']:.0f}s)"
+                    f"{row['val_acc']:.4f}{sel} ({row['seconds']:.0f}s)"
                 )
     return pd.DataFrame(rows, columns=COLUMNS)

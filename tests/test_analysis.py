@@ -349,6 +349,13 @@ def test_time_to_accuracy_needs_a_converged_run_and_finds_the_first_budget_near_
     assert not s.loc["slow", "converged"] and math.isnan(s.loc["slow", "converged_acc"])
     assert s.loc["slow", "reach"] == "lower bound" and s.loc["slow", "reach_epochs"] == 80
     assert s.loc["once", "reach"] == "none" and not s.loc["once", "converged"]
+    # no budget with every run: nothing to say, and no error
+    gappy = pd.DataFrame([r for r in rows if r["recipe"] == "slow"]).assign(recipe="gappy")
+    gappy = gappy[(gappy.task == "A") == (gappy.epochs <= 20)]
+    g = time_to_accuracy(gappy)[1].iloc[0]
+    assert g.reach == "none" and math.isnan(g.longest_epochs)
+    with pytest.raises(ValueError, match="recipe fast, task A, seed 0 at 10 epochs:"):
+        time_to_accuracy(pd.DataFrame([*rows, rows[0]]))
     # across recipes: the fast one comes within 0.5 of the slow one's best (72) at 20 epochs;
     # the slow one never comes within 0.5 of the fast one's converged 74.8
     to_slow = time_to_level(curve, s.loc["slow", "level"]).set_index("recipe")

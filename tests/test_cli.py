@@ -151,5 +151,7 @@ def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, ca
     code, out, err = run(monkeypatch, capsys, *tta)  # everything is there: trains nothing
     assert code == 0 and "val" not in out.split("settings")[0]
     assert len(pd.read_csv(tmp_path / "results/time_to_accuracy.csv")) == 16
+    code, out, err = run(monkeypatch, capsys, "time-to-accuracy", "--no-train")
+    assert code == 0 and out.count("batch 8, lr") >= 3 and out.count("batch 4, lr") >= 3
     code, out, err = run(monkeypatch, capsys, "time-to-accuracy", "--no-train", "--out", "none.csv")
     assert code == 2 and "none.csv" in err

@@ -804,12 +804,13 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
 
 
 TIME_COLUMNS = ["epochs", "image_epochs", "seconds", "val_acc"]  # of a budget, in time_to_level
+RECIPE_KEY = ["recipe", "split", "per_class"]  # one time-to-accuracy curve
 
 
 def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The time-to-accuracy benchmark: for each recipe (and task size), how many image-epochs
-    and seconds a base needs to come within `margin` points of the recipe's own converged
-    validation accuracy.
+    """The time-to-accuracy benchmark: for each recipe (on one split, at one task size), how
+    many image-epochs and seconds a base needs to come within `margin` points of the recipe's
+    own converged validation accuracy.
 
     A budget counts only with every (task, seed) the recipe's runs have. The converged accuracy
     is the mean at the recipe's longest budget, and counts only if that budget's last doubling
@@ -823,10 +824,19 @@ def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFr
     """
     p = runs.copy()
     p["val"] = 100 * p["val_acc"]
+    p["split"] = p.get("split", "")
+    p["settings"] = p["settings"].fillna("") if "settings" in p else ""
+    dup = p.duplicated([*RECIPE_KEY, "task", "seed", "epochs"])
+    if dup.any():
+        r = p[dup].iloc[0]
+        raise ValueError(
+            f"two runs of recipe {r.recipe}, task {r.task}, seed {r.seed} at {r.epochs} epochs"
+            f"{f' on {r.split}' if r.split else ''}: each budget is trained once"
+        )
     curves, summary = [], []
-    for (recipe, per_class), r in p.groupby(["recipe", "per_class"], sort=False):
+    for key, r in p.groupby(RECIPE_KEY, sort=False):
         runs_of = set(zip(r.task, r.seed, strict=True))
-        count = r.drop_duplicates(["epochs", "task", "seed"]).groupby("epochs").size()
+        count = r.groupby("epochs").size()
         full = r[r.epochs.isin(count.index[count == len(runs_of)])]
         var = full.groupby(["task", "epochs"])["val"].var(ddof=1).dropna()
         seed_sd = float(np.sqrt(var.mean())) if len(var) else math.nan
@@ -842,52 +852,55 @@ def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFr
             .reset_index()
             .sort_values("epochs")
         )
-        key = full.set_index(["task", "seed", "epochs"])["val"]
+        val = full.set_index(["task", "seed", "epochs"])["val"]
         c["doubling_gain"] = [
-            float(np.mean([key[(t, s, e)] - key[(t, s, e // 2)] for t, s in runs_of]))
+            float(np.mean([val[(t, s, e)] - val[(t, s, e // 2)] for t, s in runs_of]))
             if e % 2 == 0 and (e // 2) in set(c.epochs)
             else math.nan
             for e in c.epochs
         ]
-        c.insert(0, "per_class", per_class)
-        c.insert(0, "recipe", recipe)
-        c.insert(1, "settings", r["settings"].iloc[0] if "settings" in r else "")
-        curves.append(c)
-        row = {
-            "recipe": recipe,
-            "settings": c.settings.iloc[0],
-            "per_class": per_class,
-            "runs": len(runs_of),
-            "seed_sd": seed_sd,
-            "longest_epochs": c.epochs.max() if len(c) else math.nan,
-            "last_doubling_gain": c.doubling_gain.iloc[-1] if len(c) else math.nan,
-        }
-        converged = len(c) > 0 and row["last_doubling_gain"] < seed_sd
+        ident = dict(zip(RECIPE_KEY, key, strict=True)) | {"settings": r.settings.iloc[0]}
+        curves.append(c.assign(**ident)[[*ident, *c.columns]])
+        last = c.iloc[-1] if len(c) else None  # the longest complete budget
+        gain = last.doubling_gain if last is not None else math.nan
+        converged = gain < seed_sd  # False when either is NaN
         # still rising: its converged accuracy is at least the longest budget's, so the time it
         # needs is at least the first budget within `margin` of that (if accuracy does not fall
         # with longer training): a lower bound
-        rising = not converged and row["last_doubling_gain"] > 0
-        row["converged"] = bool(converged)
-        row["converged_acc"] = c.val_acc.iloc[-1] if converged else math.nan
-        row["level"] = c.val_acc.iloc[-1] if len(c) else math.nan  # the longest budget's
-        row["reach"] = "measured" if converged else "lower bound" if rising else "none"
-        level = row["level"] if converged or rising else math.inf
-        first = time_to_level(c, level, margin).iloc[0]
-        row |= {f"reach_{k}": first[k] for k in ("epochs", "image_epochs", "seconds")}
-        summary.append(row)
+        rising = not converged and gain > 0
+        level = last.val_acc if last is not None else math.nan
+        first = c[c.val_acc >= level - margin].iloc[0] if converged or rising else None
+        summary.append(
+            ident
+            | {
+                "runs": len(runs_of),
+                "seed_sd": seed_sd,
+                "longest_epochs": last.epochs if last is not None else math.nan,
+                "last_doubling_gain": gain,
+                "converged": bool(converged),
+                "converged_acc": level if converged else math.nan,
+                "level": level,  # the longest complete budget's accuracy
+                "reach": "measured" if converged else "lower bound" if rising else "none",
+            }
+            | {
+                f"reach_{k}": first[k] if first is not None else math.nan
+                for k in ("epochs", "image_epochs", "seconds")
+            }
+        )
     curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return curve, pd.DataFrame(summary)
 
 
 def time_to_level(curve: pd.DataFrame, level: float, margin: float = 0.5) -> pd.DataFrame:
     """For each recipe of a time-to-accuracy curve: the first budget whose mean validation
-    accuracy comes within `margin` points of `level` (empty where none does)."""
+    accuracy comes within `margin` points of `level` (NaN where none does)."""
     rows = []
-    for (recipe, per_class), c in curve.groupby(["recipe", "per_class"], sort=False):
+    for key, c in curve.groupby(RECIPE_KEY, sort=False):
         hit = c[c.val_acc >= level - margin].sort_values("epochs")
         first = hit.iloc[0] if len(hit) else None
         rows.append(
-            {"recipe": recipe, "settings": c.settings.iloc[0], "per_class": per_class}
+            dict(zip(RECIPE_KEY, key, strict=True))
+            | {"settings": c.settings.iloc[0]}
             | {k: first[k] if first is not None else math.nan for k in TIME_COLUMNS}
         )
     return pd.DataFrame(rows)

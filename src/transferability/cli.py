@@ -390,12 +390,12 @@ def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no
         )
     curve, summary = summarise(rows, margin)
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        click.echo(curve.drop(columns=["recipe"]).round(2).to_string(index=False))
+        click.echo(curve.drop(columns=["recipe", "split"]).round(2).to_string(index=False))
         click.echo(summary.round(2).to_string(index=False))
         for q in summary[summary.reach != "none"].itertuples():
             what = "converged accuracy" if q.converged else "best so far (not converged)"
             click.echo(f"\nwithin {margin:g} points of {q.settings}'s {what}, {q.level:.2f}:")
-            to = time_to_level(curve, q.level, margin).drop(columns=["recipe"])
+            to = time_to_level(curve, q.level, margin).drop(columns=["recipe", "split"])
             click.echo(to.round(2).to_string(index=False))
     if plot:
         _plot_time_to_accuracy(curve, summary, margin, Path(plot))
@@ -412,11 +412,15 @@ def _plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from transferability.analysis import RECIPE_KEY
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (recipe, per_class), c in curve.groupby(["recipe", "per_class"], sort=False):
-        s = summary[(summary.recipe == recipe) & (summary.per_class == per_class)].iloc[0]
+    for i, c in curve.groupby(RECIPE_KEY, sort=False).indices.items():
+        s = summary.set_index(RECIPE_KEY).loc[i]
+        c = curve.iloc[c]
+        where = f"{c.split.iloc[0]}, " if c.split.iloc[0] else ""
         (line,) = ax.plot(
-            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({per_class}/class)"
+            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({where}{i[2]}/class)"
         )
         colour = line.get_color()
         for col in [k for k in c.columns if k.startswith("val_") and k != "val_acc"]:

@@ -49,7 +49,8 @@ def test_missing_dataset_says_where_it_looked(monkeypatch, capsys, tmp_path):
     assert code == 2 and "transferability prepare" in err
 
 
-def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
+def tiny_project(monkeypatch, tmp_path):
+    """A folder of a few tiny images and a params.yaml for one random split, one epoch."""
     monkeypatch.chdir(tmp_path)
     make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
     (tmp_path / "params.yaml").write_text(
@@ -57,6 +58,10 @@ def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
         "split: {random_seeds: [0], dissimilar: false}\n"
         "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
     )
+
+
+def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
+    tiny_project(monkeypatch, tmp_path)
     for step in ("prepare", "split", "train-bases", "transfer", "analyze"):
         code, _out, err = run(monkeypatch, capsys, step)
         assert code == 0, err
@@ -130,12 +135,7 @@ def test_smoke_study_on_a_slice_of_the_real_archive(monkeypatch, capsys, tmp_pat
 
 def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, capsys, tmp_path):
     """Two recipes into one runs file, a rerun trains nothing, --no-train only summarises."""
-    monkeypatch.chdir(tmp_path)
-    make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
-    (tmp_path / "params.yaml").write_text(
-        "data: {source: imgs, val_per_class: 1}\nmodel: {width: 0.25}\n"
-        "split: {random_seeds: [0], dissimilar: false}\ntrain: {batch_size: 8, progress: false}\n"
-    )
+    tiny_project(monkeypatch, tmp_path)  # the command sets the epochs of each budget itself
     for step in ("prepare", "split"):
         assert run(monkeypatch, capsys, step)[0] == 0
     tta = ["time-to-accuracy", "--per-class", "3", "--epochs", "1,2", "--seeds", "0,1"]

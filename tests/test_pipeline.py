@@ -95,7 +95,7 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
 def test_the_aggregate_stage_reads_every_recipe_setting_it_reports():
     """summary.json carries the training recipe to the report, so the stage that writes it
     must re-run when any of those settings changes."""
-    from transferability.cli import RECIPE_KEYS
+    from transferability.config import RECIPE_KEYS
 
     params = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["aggregate"]["params"]
     assert {f"{s}.{k}" for s, ks in RECIPE_KEYS.items() for k in ks} <= set(params)

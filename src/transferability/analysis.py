@@ -761,6 +761,13 @@ def headline(summary: dict) -> dict:
 # ---------------------------------------------------------------------- convergence pilot
 
 
+def pooled_seed_sd(runs: pd.DataFrame, by: list[str]) -> float:
+    """The seed-to-seed noise of validation accuracy (`val`, points): the SD over seeds within
+    each `by` group, pooled over the groups (the root of the mean variance)."""
+    var = runs.groupby(by)["val"].var(ddof=1).dropna()
+    return float(np.sqrt(var.mean())) if len(var) else math.nan
+
+
 def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.DataFrame, dict]:
     """The convergence pilot's rule: the cheapest budget (per_class, epochs) at which
     (a) training twice as long gains less than the seed-to-seed noise, and (b) the top-cut
@@ -773,8 +780,7 @@ def choose_budget(pilot: pd.DataFrame, max_selffer_gain: float) -> tuple[pd.Data
     """
     p = pilot.copy()
     p["val"] = 100 * p["val_acc"]
-    var = p.groupby(["task", "per_class", "epochs"])["val"].var(ddof=1).dropna()
-    seed_sd = float(np.sqrt(var.mean())) if len(var) else math.nan
+    seed_sd = pooled_seed_sd(p, ["task", "per_class", "epochs"])
     key = p.set_index(["task", "seed", "per_class", "epochs"])["val"]
     rows = []
     for (per_class, epochs), g in p.groupby(["per_class", "epochs"]):
@@ -838,8 +844,7 @@ def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFr
         runs_of = set(zip(r.task, r.seed, strict=True))
         count = r.groupby("epochs").size()
         full = r[r.epochs.isin(count.index[count == len(runs_of)])]
-        var = full.groupby(["task", "epochs"])["val"].var(ddof=1).dropna()
-        seed_sd = float(np.sqrt(var.mean())) if len(var) else math.nan
+        seed_sd = pooled_seed_sd(full, ["task", "epochs"])
         c = (
             full.groupby("epochs")
             .agg(
@@ -869,7 +874,7 @@ def time_to_accuracy(runs: pd.DataFrame, margin: float = 0.5) -> tuple[pd.DataFr
         # with longer training): a lower bound
         rising = not converged and gain > 0
         level = last.val_acc if last is not None else math.nan
-        first = c[c.val_acc >= level - margin].iloc[0] if converged or rising else None
+        first = first_within(c, level, margin) if converged or rising else None
         summary.append(
             ident
             | {
@@ -896,11 +901,17 @@ def time_to_level(curve: pd.DataFrame, level: float, margin: float = 0.5) -> pd.
     accuracy comes within `margin` points of `level` (NaN where none does)."""
     rows = []
     for key, c in curve.groupby(RECIPE_KEY, sort=False):
-        hit = c[c.val_acc >= level - margin].sort_values("epochs")
-        first = hit.iloc[0] if len(hit) else None
+        first = first_within(c, level, margin)
         rows.append(
             dict(zip(RECIPE_KEY, key, strict=True))
             | {"settings": c.settings.iloc[0]}
             | {k: first[k] if first is not None else math.nan for k in TIME_COLUMNS}
         )
     return pd.DataFrame(rows)
+
+
+def first_within(curve: pd.DataFrame, level: float, margin: float) -> pd.Series | None:
+    """The shortest budget of one recipe's curve whose mean validation accuracy comes within
+    `margin` points of `level`, or None."""
+    hit = curve[curve.val_acc >= level - margin].sort_values("epochs")
+    return hit.iloc[0] if len(hit) else None

@@ -196,30 +196,6 @@ def analyze(cfg, runs, sweep, cka):
     _analyze(cfg, runs, sweep, cka)
 
 
-RECIPE_KEYS = {
-    "train": [
-        "batch_size",
-        "lr",
-        "momentum",
-        "nesterov",
-        "weight_decay",
-        "label_smoothing",
-        "schedule",
-        "warmup_epochs",
-        "step_every",
-        "augment",
-        "crop_padding",
-        "crop_fill",
-    ],
-    "model": ["dropout", "init"],
-}  # dvc.yaml's aggregate stage lists the same keys as its params
-
-
-def recipe(cfg: config_mod.Config) -> dict:
-    """The training recipe the study's networks share, for the report."""
-    return {k: getattr(getattr(cfg, section), k) for section, ks in RECIPE_KEYS.items() for k in ks}
-
-
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
@@ -245,7 +221,7 @@ def _analyze(cfg, runs, sweep=None, cka=None) -> None:
         directions=cfg.study.directions,
         sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
         cka_path=Path(cka) if cka else out / "cka.csv",
-        recipe=recipe(cfg),
+        recipe=config_mod.recipe(cfg),
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
@@ -321,6 +297,19 @@ def _ints(text: str, name: str) -> list[int]:
         ) from None
 
 
+def _train_budgets(cfg, budgets, tasks: str, seeds: str, out: Path, selffer: bool):
+    """Bases (and with `selffer` their top-cut selffers) of the first split at each budget not
+    yet in `out`: the pilot's and the time-to-accuracy benchmark's runs."""
+    from transferability.pilot import run_pilot
+
+    ds = _dataset(cfg)
+    split = load_splits(cfg, ds.classes)[0]
+    seeds_ = _ints(seeds, "--seeds")
+    return run_pilot(
+        cfg, ds, split, budgets, tasks.split(","), seeds_, out, log=click.echo, selffer=selffer
+    )
+
+
 @cli.command()
 @with_params
 @click.option("--per-class", default="500,1000,2000", show_default=True, help="Images per class.")
@@ -335,15 +324,11 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
 
     from transferability.analysis import choose_budget
     from transferability.io import atomic_write
-    from transferability.pilot import recipe_id, run_pilot
+    from transferability.pilot import recipe_id
 
-    ds = _dataset(cfg)
-    split = load_splits(cfg, ds.classes)[0]
     budgets = [(p, e) for p in _ints(per_class, "--per-class") for e in _ints(epochs, "--epochs")]
     out = Path(out) if out else Path(cfg.study.results_dir) / "pilot.csv"
-    rows = run_pilot(
-        cfg, ds, split, budgets, tasks.split(","), _ints(seeds, "--seeds"), out, log=click.echo
-    )
+    rows = _train_budgets(cfg, budgets, tasks, seeds, out, selffer=True)
     # the rule reads this recipe's runs only (a pilot file may hold other recipes' too)
     rows = rows[rows.recipe == recipe_id(cfg)]
     table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
@@ -373,7 +358,6 @@ def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no
 
     from transferability.analysis import time_to_accuracy as summarise
     from transferability.analysis import time_to_level
-    from transferability.pilot import run_pilot
 
     out = Path(out) if out else Path(cfg.study.results_dir) / "time_to_accuracy.csv"
     if no_train:
@@ -381,13 +365,8 @@ def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no
             raise click.BadParameter(f"{out}: no such runs file", param_hint="--out")
         rows = pd.read_csv(out)
     else:
-        ds = _dataset(cfg)
-        split = load_splits(cfg, ds.classes)[0]
         budgets = [(per_class, e) for e in _ints(epochs, "--epochs")]
-        seeds_ = _ints(seeds, "--seeds")
-        rows = run_pilot(
-            cfg, ds, split, budgets, tasks.split(","), seeds_, out, log=click.echo, selffer=False
-        )
+        rows = _train_budgets(cfg, budgets, tasks, seeds, out, selffer=False)
     curve, summary = summarise(rows, margin)
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         click.echo(curve.drop(columns=["recipe", "split"]).round(2).to_string(index=False))
@@ -415,12 +394,12 @@ def _plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
     from transferability.analysis import RECIPE_KEY
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, c in curve.groupby(RECIPE_KEY, sort=False).indices.items():
-        s = summary.set_index(RECIPE_KEY).loc[i]
-        c = curve.iloc[c]
-        where = f"{c.split.iloc[0]}, " if c.split.iloc[0] else ""
+    summary = summary.set_index(RECIPE_KEY)
+    for (recipe, split, per_class), c in curve.groupby(RECIPE_KEY, sort=False):
+        s = summary.loc[(recipe, split, per_class)]
+        where = f"{split}, " if split else ""
         (line,) = ax.plot(
-            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({where}{i[2]}/class)"
+            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({where}{per_class}/class)"
         )
         colour = line.get_color()
         for col in [k for k in c.columns if k.startswith("val_") and k != "val_acc"]:
@@ -435,8 +414,7 @@ def _plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
                 fontsize=7,
             )
         if s.reach != "none":
-            level = c.val_acc.iloc[-1] - margin
-            ax.axhline(level, color=colour, ls="--" if s.converged else ":", lw=0.8)
+            ax.axhline(s.level - margin, color=colour, ls="--" if s.converged else ":", lw=0.8)
             hit = c.val_acc[c.epochs == s.reach_epochs].iloc[0]
             ax.plot(s.reach_image_epochs, hit, "o", ms=12, mfc="none", color=colour)
     ax.set_xscale("log", base=2)

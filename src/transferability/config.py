@@ -203,6 +203,32 @@ class Config(Section):
         return list(range(1, layers)) if self.study.cuts == "all" else sorted(self.study.cuts)
 
 
+# the settings that make up the training recipe, which the report states; dvc.yaml's aggregate
+# stage lists the same keys as its params (summary.json carries them)
+RECIPE_KEYS = {
+    "train": [
+        "batch_size",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "label_smoothing",
+        "schedule",
+        "warmup_epochs",
+        "step_every",
+        "augment",
+        "crop_padding",
+        "crop_fill",
+    ],
+    "model": ["dropout", "init"],
+}
+
+
+def recipe(cfg: Config) -> dict:
+    """The training recipe the study's networks share, for the report."""
+    return {k: getattr(getattr(cfg, section), k) for section, ks in RECIPE_KEYS.items() for k in ks}
+
+
 def _set_dotted(d: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for p in parts[:-1]:

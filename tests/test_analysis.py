@@ -9,52 +9,20 @@ from scipy import stats
 from transferability.analysis import (
     analyse,
     block_values,
-    claims,
     diff,
     gap_table,
     interval,
     table1,
     unit_table,
 )
+from transferability.analysis.rules_v1 import claims
 from transferability.config import AnalysisConfig
 from transferability.runner import write_runs
 from transferability.study import COLUMNS
 
+from .factories import L, make_runs
+
 RULES = AnalysisConfig()
-L = 5  # cifar5: cuts 1..4
-
-
-def make_runs(blocks, acc, kind="random", classes=5):
-    """Rows of `blocks` blocks, both directions, cuts 1..4; acc(block, direction, treatment, n)
-    gives each test accuracy (treatment "base" with n=0 for the bases)."""
-    rows = []
-    for b in range(blocks):
-        split = f"{kind}{b}"
-        for t in ("A", "B"):
-            rows.append(_row(split, kind, "", "", t, "base", 0, acc(b, t, "base", 0), classes))
-        for d in ("A->B", "B->A"):
-            s, t = d.split("->")
-            for n in range(1, L):
-                for tr in ("BnB", "BnB+", "AnB", "AnB+", "RnB"):
-                    rows.append(_row(split, kind, d, s, t, tr, n, acc(b, t, tr, n), classes))
-    return pd.DataFrame(rows)
-
-
-def _row(split, kind, d, s, t, tr, n, acc, classes):
-    return {
-        "network": f"{split}/s0/{tr}{n}{t}{d}",
-        "split": split,
-        "split_kind": kind,
-        "seed": 0,
-        "direction": d,
-        "source_task": s,
-        "target_task": t,
-        "treatment": tr,
-        "n": n,
-        "test_acc": acc,
-        "train_acc": acc,
-        "num_classes": classes,
-    }
 
 
 def by_claim(df):
@@ -214,18 +182,20 @@ def test_analyse_writes_the_results_files(tmp_path):
     assert set(pd.read_csv(tmp_path / "runs.csv").columns) == set(COLUMNS)
     s = analyse(tmp_path / "runs.csv", tmp_path, L, RULES)
     assert s["blocks"] == {"random": 5}
-    claims_csv = pd.read_csv(tmp_path / "claims.csv")
-    assert list(claims_csv.columns) == [
-        "claim",
-        "statistic",
-        "estimate",
-        "ci_low",
-        "ci_high",
-        "blocks",
-        "verdict",
-        "rule",
-    ]
-    for name in ("accuracy.csv", "gaps.csv", "table1.csv", "summary.json", "metrics.json"):
+    from transferability.analysis.claims import COLUMNS as V2
+    from transferability.analysis.rules_v1 import CLAIMS_COLUMNS as V1
+
+    assert list(pd.read_csv(tmp_path / "claims.csv").columns) == V2
+    assert list(pd.read_csv(tmp_path / "claims_v1.csv").columns) == V1
+    for name in (
+        "accuracy.csv",
+        "gaps.csv",
+        "table1.csv",
+        "gates.csv",
+        "failed.csv",
+        "summary.json",
+        "metrics.json",
+    ):
         assert (tmp_path / name).is_file()
     acc = pd.read_csv(tmp_path / "accuracy.csv")
     base = acc[acc.treatment == "baseB"].iloc[0]

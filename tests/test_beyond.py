@@ -8,23 +8,22 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from transferability.analysis import (
-    CKA_COLUMNS,
-    cka_from_grams,
-    cka_table,
-    datasize_claim,
-    datasize_table,
-    datasize_units,
-    gram,
-    linear_cka,
-)
+from transferability.analysis.beyond import cka_table, datasize_table, datasize_units
+from transferability.analysis.rules_v1 import datasize_claim
 from transferability.config import AnalysisConfig
 from transferability.models import NetConfig, build
 from transferability.runner import read_runs, run_study
-from transferability.similarity import layer_grams, layer_similarity
+from transferability.similarity import (
+    CKA_COLUMNS,
+    cka_from_grams,
+    gram,
+    layer_grams,
+    layer_similarity,
+    linear_cka,
+)
 from transferability.study import Job, Study, plan, plan_datasize
 
-from .test_analysis import _row, make_runs
+from .factories import sweep_rows
 
 RULES = AnalysisConfig()
 rng = np.random.default_rng(0)
@@ -143,32 +142,6 @@ def test_the_sweep_trains_on_the_smaller_sets_and_refuses_without_the_study_base
 
 
 # ---------------------------------------------------------------------- the sweep's analysis
-
-
-def sweep_rows(blocks, boost, sizes=(25, 100), study_size=250):
-    """The study's rows (`make_runs`) and the sweep's: AnB+ − BnB+ = boost(block, size)."""
-
-    def acc(b, t, tr, n, size=study_size):
-        return {"base": 0.6, "BnB+": 0.6, "AnB+": 0.6 + boost(b, size)}.get(tr, 0.6)
-
-    study = make_runs(blocks, acc)
-    study["train_images"] = study_size * 5
-    rows = []
-    for b in range(blocks):
-        split = f"random{b}"
-        for size in sizes:
-            for t in ("A", "B"):
-                rows.append(_row(split, "random", "", "", t, "base", 0, 0.5, 5))
-            for d in ("A->B", "B->A"):
-                s, t = d.split("->")
-                for n in (1, 3):
-                    for tr in ("BnB+", "AnB+"):
-                        a = acc(b, t, tr, n, size) - 0.1
-                        rows.append(_row(split, "random", d, s, t, tr, n, a, 5))
-            for r in rows[-10:]:
-                r["network"] = f"size{size}/{r['network']}"
-                r["train_images"] = size * 5
-    return study, pd.DataFrame(rows)
 
 
 def test_the_boost_over_the_selffer_is_compared_across_sizes_inside_blocks():

@@ -126,7 +126,7 @@ def test_smoke_study_on_a_slice_of_the_real_archive(monkeypatch, capsys, tmp_pat
         "transfer_boost",
     }
     summary = json.loads((tmp_path / "results/summary.json").read_text())
-    assert set(summary["table1"]["random"]) == {"all", "upper_half", "top"}
+    assert set(summary["table1"]["random"]) == {"all", "upper_half", "top", "n1", "n2", "n3", "n4"}
     assert summary["gaps"]["random"]["specificity"]["n4"]["blocks"] == 1  # one block: no CI
     assert summary["gaps"]["random"]["specificity"]["n4"]["ci_low"] is None
     claims = pd.read_csv(tmp_path / "results/claims.csv")

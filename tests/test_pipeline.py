@@ -35,6 +35,7 @@ def repo(tmp_path):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "pipelines", repo / "pipelines")
+    shutil.copytree(ROOT / "report" / "reference", repo / "report" / "reference")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("*.egg-info"))
     make_image_folder(tmp_path / "images", n_train=6, n_test=3)
     params = yaml.safe_load((repo / "params.yaml").read_text())

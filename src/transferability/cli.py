@@ -222,10 +222,24 @@ def _analyze(cfg, runs, sweep=None, cka=None) -> None:
         sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
         cka_path=Path(cka) if cka else out / "cka.csv",
         recipe=config_mod.recipe(cfg),
+        split_classes=_split_classes(cfg),
+        reference_dir=REFERENCE if REFERENCE.is_dir() else None,
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
     _echo_summary(out)
+
+
+REFERENCE = Path("report/reference")  # the original paper's numbers
+
+
+def _split_classes(cfg) -> dict[str, dict[str, list[str]]]:
+    """The class lists of the configured splits whose files exist (data/splits)."""
+    from transferability.splits import Split, named_splits, split_path
+
+    paths = [split_path(cfg, s.name) for s in named_splits(cfg)]
+    splits = [Split.load(p) for p in paths if p.is_file()]
+    return {s.name: {"A": list(s.A), "B": list(s.B)} for s in splits}
 
 
 def _echo_summary(out: Path) -> None:
@@ -238,7 +252,16 @@ def _echo_summary(out: Path) -> None:
             click.echo(f"\n[{kind}] test accuracy (mean over {int(g['blocks'].max())} blocks)")
             click.echo(g.pivot(index="n", columns="treatment", values="mean").round(4).to_string())
         click.echo("\nclaims (accuracy points; intervals over blocks)")
-        cols = ["claim", "estimate", "ci_low", "ci_high", "blocks", "verdict"]
+        cols = [
+            "claim",
+            "estimate",
+            "ci_low",
+            "ci_high",
+            "blocks",
+            "delta",
+            "verdict",
+            "verdict_holm",
+        ]
         click.echo(claims[cols].round(2).to_string(index=False))
 
 

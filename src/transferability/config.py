@@ -125,21 +125,52 @@ class StudyConfig(Section):
         return v
 
 
+# rules v2: each claim's smallest effect size of interest δ, half the paper's size of the same
+# statistic (analysis/paper.py; first_layer_general: half the smallest specificity the paper
+# reads as a drop; boost_shrinks_with_data: the boost over the selffer's δ)
+SESOI = {
+    "first_layer_general": 0.8,
+    "coadaptation_middle": 0.6,
+    "specificity_grows": 4.1,
+    "finetune_recovers": 0.5,
+    "boost_over_base": 0.8,
+    "boost_over_selffer": 0.7,
+    "dissimilar_worse": 5.6,
+    "dissimilar_dose_response": 5.6,
+    "random_frozen_collapse": 45.1,
+    "boost_shrinks_with_data": 0.7,
+}
+
+
 class AnalysisConfig(Section):
-    """The rules of the claims, fixed before the results are looked at (see analysis.py)."""
+    """The rules of the claims, fixed before the results are looked at (analysis/claims.py)."""
 
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     min_blocks: Annotated[int, Field(ge=2)] = 5  # random-split blocks needed for any verdict
     min_blocks_dissimilar: Annotated[int, Field(ge=2)] = 3
-    # accuracy points: |specificity| below this is "no specificity" (the equivalence margin)
+    # rules v2: points (normalised claims: % of baseB above chance), one per registered claim
+    sesoi: dict[str, Annotated[float, Field(gt=0)]] = SESOI
+    # a network failed to learn when its final training accuracy is within this many points
+    # of chance: named in the results and the report, kept as an outcome of its treatment
+    failed_margin: Annotated[float, Field(ge=0, le=50)] = 5.0
+    # rules v1 (the reference study's registration): the equivalence margin of
+    # first_layer_general, and the convergence checks' limits (v2 keeps converged_max_gain)
     equivalence_margin: Annotated[float, Field(gt=0, le=20)] = 1.0
-    # a base has converged when retraining its classifier on its frozen features (B(top)B)
-    # gains at most this much, and BnB+ (trained twice as long) gains at most selffer_max_gain
     converged_max_gain: Annotated[float, Field(ge=0, le=20)] = 0.5
     selffer_max_gain: Annotated[float, Field(ge=0, le=20)] = 1.0
     # points: a committed network retrained on another kind of processor must come this close
     # (the same seed takes another path there: a cross-machine rerun is like another seed)
     reproduce_tolerance: Annotated[float, Field(gt=0, le=50)] = 4.5
+
+    @field_validator("sesoi")
+    @classmethod
+    def _every_claim(cls, v):
+        missing, unknown = sorted(set(SESOI) - set(v)), sorted(set(v) - set(SESOI))
+        if missing or unknown:
+            raise ValueError(
+                f"needs a δ for every registered claim: missing {missing}, unknown {unknown}"
+            )
+        return v
 
 
 class BeyondConfig(Section):

@@ -9,6 +9,7 @@ top of copied ones is to the base's own (above n). Inference only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,6 @@ import pandas as pd
 import torch
 
 from transferability import data as data_mod
-from transferability.analysis import CKA_COLUMNS, centred, cka_from_grams
 from transferability.config import Config
 from transferability.models import load_checkpoint
 from transferability.splits import Split
@@ -24,6 +24,46 @@ from transferability.study import Job, Study, base_job, sweep_blocks
 from transferability.train import DeviceTask
 
 FINE_TUNED = ("AnB+", "BnB+")
+CKA_COLUMNS = ["split", "seed", "direction", "comparison", "n", "layer", "cka", "images"]
+
+
+def gram(x) -> np.ndarray:
+    """The centred Gram matrix (n × n, float64) of a representation (n examples × features)."""
+    x = centred(x)
+    return x @ x.T
+
+
+def cka_from_grams(k: np.ndarray, m: np.ndarray) -> float:
+    """Linear CKA from two centred Gram matrices: <K, M>_F / (‖K‖_F ‖M‖_F); nan when either is
+    (numerically) zero, i.e. a representation constant over the examples."""
+    denom = np.linalg.norm(k) * np.linalg.norm(m)
+    return float(np.vdot(k, m) / denom) if denom > 0 else math.nan
+
+
+def centred(x) -> np.ndarray:
+    """Each feature minus its mean over the examples (float64); exactly zero for a feature
+    that is constant up to rounding (relative 1e-12), so that a constant representation gives
+    CKA nan rather than the ratio of two rounding errors."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    c = x - x.mean(axis=0, keepdims=True)
+    c[:, np.abs(c).max(axis=0) <= 1e-12 * np.abs(x).max(axis=0)] = 0.0
+    return c
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two representations of the same n examples
+    (n × p and n × q), in float64: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) after centring each feature.
+    1 for a representation and itself; invariant to orthogonal transforms and isotropic
+    scaling of either; nan when either is constant."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    if len(x) != len(y):
+        raise ValueError(f"CKA needs the same examples: {len(x)} and {len(y)} rows")
+    if max(x.shape[1], y.shape[1]) > len(x):  # wide: the n × n form is cheaper
+        return cka_from_grams(gram(x), gram(y))
+    x, y = centred(x), centred(y)
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else math.nan
 
 
 def probe_images(cfg: Config, dataset: data_mod.Dataset) -> DeviceTask:

@@ -336,3 +336,24 @@ def test_time_to_accuracy_needs_a_converged_run_and_finds_the_first_budget_near_
     c = curve.set_index(["recipe", "epochs"])
     assert c.loc[("fast", 20), "doubling_gain"] == pytest.approx(4.0)
     assert ("fast", 160) not in c.index
+
+
+def test_report_facts_name_the_random_drop_peak_and_the_pilot_choice():
+    from transferability.analysis.facts import report_facts
+
+    runs = make_runs(5, lambda b, t, tr, n: 0.6 + 0.01 * b).assign(seconds=10.0, train_images=1250)
+    gaps = pd.DataFrame(
+        {
+            "split_kind": "random",
+            "gap": "random_frozen_drop",
+            "n": [1, 2, 3, 4],
+            "estimate": [0.04, 0.1, 0.33, 0.17],
+        }
+    )
+    pilot = pd.DataFrame({"per_class": [250, 500], "epochs": [80, 40], "chosen": [False, True]})
+    f = report_facts(runs, gaps, {"random": 5}, L, pilot_budgets=pilot)
+    assert f["random_drop"] == {"peak_n": 3, "peak": 0.33, "top": 0.17, "peaks_below_top": True}
+    assert f["pilot"]["chosen"] == [500, 40] and f["pilot"]["seconds"] is None
+    assert f["train_seconds"] == 10.0 * len(runs) and f["df"] == {"random": 4}
+    assert f["base_acc_min"] == pytest.approx(0.6) and f["base_acc_max"] == pytest.approx(0.64)
+    assert f["study_per_class"] == 250

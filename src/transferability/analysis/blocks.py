@@ -175,7 +175,9 @@ def gap_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
 
 def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
     """Each treatment's accuracy at each n per split kind: the mean over blocks (tasks differ in
-    difficulty, so no interval on it) and, with an interval, its difference from baseB."""
+    difficulty, so no interval on it) and, with an interval, its difference from baseB and its
+    chance-normalised accuracy (acc − chance) / (baseB − chance), the scale of the claims that
+    compare tasks of different numbers of classes."""
     rows = []
     for kind, g in units.groupby("split_kind"):
         need = min_blocks(kind, rules)
@@ -187,6 +189,7 @@ def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
                 "n": 0,
                 "mean": base.mean(),
                 **_prefixed("vs_base", interval(0 * base, rules.confidence, need)),
+                **_prefixed("normalised", interval(base / base, rules.confidence, need), False),
             }
         )
         for t in (t for t in TREATMENTS if t in g):
@@ -194,6 +197,7 @@ def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
                 acc = block_values(g, lambda u, t=t: u[t], [n])
                 if len(acc):
                     rel = interval(block_values(g, diff(t, "baseB"), [n]), rules.confidence, need)
+                    norm = interval(block_values(g, normalised(t), [n]), rules.confidence, need)
                     rows.append(
                         {
                             "split_kind": kind,
@@ -201,13 +205,16 @@ def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
                             "n": n,
                             "mean": acc.mean(),
                             **_prefixed("vs_base", rel),
+                            **_prefixed("normalised", norm, False),
                         }
                     )
     return pd.DataFrame(rows)
 
 
-def _prefixed(prefix: str, d: dict) -> dict:
-    return {(k if k == "blocks" else f"{prefix}_{k}"): v for k, v in d.items()}
+def _prefixed(prefix: str, d: dict, blocks: bool = True) -> dict:
+    """d's keys with a prefix, but `blocks` (kept as is, or left out)."""
+    out = {f"{prefix}_{k}": v for k, v in d.items() if k != "blocks"}
+    return {"blocks": d["blocks"], **out} if blocks else out
 
 
 def min_blocks(kind: str, rules: AnalysisConfig) -> int:

@@ -25,6 +25,7 @@ from transferability.analysis.blocks import (
 )
 from transferability.analysis.budget import budget_regime
 from transferability.analysis.claims import REGISTERED, Context, evaluate
+from transferability.analysis.facts import report_facts
 from transferability.analysis.paper import paper_sizes
 from transferability.config import AnalysisConfig
 from transferability.io import atomic_write, write_json
@@ -156,6 +157,16 @@ def analyse(
         "claims_v1": _records(cl_v1, "claim"),
         "gates": _records(gate_table, "gate"),
         "failed_to_learn": failed.network.tolist(),
+        "facts": report_facts(
+            runs,
+            gaps,
+            {k: int(v) for k, v in blocks.split_kind.value_counts().items()},
+            num_layers,
+            pilot,
+            _pilot_runs(pilot_path, pilot),
+            ds,
+            ck,
+        ),
         "datasize": _nest(ds, ["boost", "per_class", "cuts"]),
         "cka": _nest(ck.assign(n=ck.n.astype(int)), ["comparison", "n", "layer"])
         if len(ck)
@@ -164,6 +175,15 @@ def analyse(
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "metrics.json", headline(summary))
     return summary
+
+
+def _pilot_runs(pilot_path: Path | None, pilot: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The pilot's single runs (pilot.csv beside its budgets table) of the budgets in it (a
+    pilot still running may have begun another)."""
+    path = Path(pilot_path).with_name("pilot.csv") if pilot_path else None
+    if pilot is None or path is None or not path.is_file():
+        return None
+    return pd.read_csv(path).merge(pilot[["per_class", "epochs"]], on=["per_class", "epochs"])
 
 
 def _records(df: pd.DataFrame, key: str) -> dict:

@@ -148,15 +148,27 @@ def datasize(cfg, runs, trust_rows):
 @cli.command()
 @with_params
 @click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
-def similarity(cfg, out):
+@click.option(
+    "--runs",
+    multiple=True,
+    help="Results tables whose rows' md5s every checkpoint read must have "
+    "[default: <results_dir>/runs.csv, if there].",
+)
+def similarity(cfg, out, runs):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
     from transferability.io import atomic_write
+    from transferability.runner import read_runs
     from transferability.similarity import layer_similarity
 
     ds = _dataset(cfg)
     t = time.perf_counter()
-    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo)
+    tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
+    missing = [str(p) for p in tables if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo, md5s=md5s)
     out = Path(out) if out else Path(cfg.study.results_dir) / "cka.csv"
     with atomic_write(out) as f:
         table.to_csv(f, index=False, float_format="%.6f")
@@ -166,12 +178,15 @@ def similarity(cfg, out):
 @cli.command()
 @with_params
 @RUNS_OPTION
-def prune(cfg, runs):
-    """Drop the rows and MLflow runs of networks the configured study no longer holds."""
+@click.option("--yes", is_flag=True, help="Drop them; without it, only list what would go.")
+def prune(cfg, runs, yes):
+    """Drop the rows and MLflow runs of networks the configured study no longer holds (a dry
+    run, listing them, unless --yes)."""
     from transferability.runner import prune as prune_rows
 
     ds = _dataset(cfg)
-    prune_rows(cfg, load_splits(cfg, ds.classes), ds, _runs_path(cfg, runs), log=click.echo)
+    splits = load_splits(cfg, ds.classes)
+    prune_rows(cfg, splits, ds, _runs_path(cfg, runs), log=click.echo, yes=yes)
 
 
 @cli.command()
@@ -199,17 +214,15 @@ def analyze(cfg, runs, sweep, cka):
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
-    from transferability.runner import read_runs, write_runs
+    from transferability.runner import merge_runs, read_runs
     from transferability.splits import named_splits
     from transferability.study import plan
 
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
     if runs and [Path(r) for r in runs] != [merged]:
-        missing = [r for r in runs if not Path(r).is_file()]
-        if missing:
-            raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-        write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
+        merge_runs([Path(r) for r in runs], merged)  # only ever adds to it, under its lock
+    read_runs(merged)  # a duplicate or edited line is named here, before the analysis
     planned = len(plan(cfg, named_splits(cfg)))
     summary = analyse(
         merged,
@@ -491,6 +504,13 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(e.exit_code) from None
     except (ValueError, FileNotFoundError, RuntimeError, config_mod.ConfigError) as e:
         click.echo(f"Error: {e}", err=True)
+        raise SystemExit(2) from None
+    except OSError as e:  # a full disk, a read-only folder, a symlink loop: name it, no traceback
+        click.echo(
+            f"Error: {e}\nFree space or fix the path's permissions, then run again (finished "
+            "networks are saved).",
+            err=True,
+        )
         raise SystemExit(2) from None
 
 

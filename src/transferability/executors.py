@@ -47,11 +47,14 @@ def _study(cfg_json: str, splits_json: str, root: str):
     return _STUDY_CACHE[key]
 
 
-def train_job(cfg_json: str, splits_json: str, root: str, job, threads: int | None):
-    """Train one network in a worker: the unit of work of every executor."""
+def train_job(
+    cfg_json: str, splits_json: str, root: str, job, threads: int | None, base_md5: str = ""
+):
+    """Train one network in a worker: the unit of work of every executor. `base_md5`: the md5
+    that the row of the base it copies records (`Study.build`)."""
     if threads:
         torch.set_num_threads(threads)
-    return _study(cfg_json, splits_json, root).run(job)
+    return _study(cfg_json, splits_json, root).run(job, base_md5)
 
 
 def _die_with_parent() -> None:
@@ -95,19 +98,23 @@ def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
     )
 
 
-def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Outcome]:
-    """Train `jobs` (independent of each other) and yield each outcome as it completes."""
+def execute(
+    cfg: Config, splits: list[Split], study, jobs: list, md5s: dict[str, str] | None = None
+) -> Iterator[Outcome]:
+    """Train `jobs` (independent of each other) and yield each outcome as it completes. A job
+    copies its base only if the base's checkpoint has the md5 `md5s` gives for it (if any)."""
     if not jobs:
         return
     ex = cfg.study
+    md5 = {j: (md5s or {}).get(j.source.network, "") if j.source else "" for j in jobs}
     if ex.executor == "ray":
-        yield from _ray(cfg, splits, jobs)
+        yield from _ray(cfg, splits, jobs, md5)
     elif ex.workers <= 1:
         for job in jobs:
             error = None
             for _ in range(ex.retries + 1):
                 try:
-                    yield job, study.run(job), None
+                    yield job, study.run(job, md5[job]), None
                     break
                 except Exception as e:  # reported below, then the study goes on
                     error = f"{type(e).__name__}: {e}"
@@ -117,10 +124,10 @@ def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Out
             else:
                 yield job, None, error
     else:
-        yield from _local_pool(cfg, splits, jobs)
+        yield from _local_pool(cfg, splits, jobs, md5)
 
 
-def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+def _local_pool(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:
     workers = min(cfg.study.workers, len(jobs))
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
@@ -135,7 +142,7 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcom
         workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
     ) as pool:
         attempts = {job: 0 for job in jobs}
-        running = {pool.submit(train_job, *payload, job, threads): job for job in jobs}
+        running = {pool.submit(train_job, *payload, job, threads, md5[job]): job for job in jobs}
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -145,12 +152,12 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcom
                 except Exception as e:
                     attempts[job] += 1
                     if attempts[job] <= cfg.study.retries and _retryable(e):
-                        running[pool.submit(train_job, *payload, job, threads)] = job
+                        running[pool.submit(train_job, *payload, job, threads, md5[job])] = job
                     else:
                         yield job, None, f"{type(e).__name__}: {e}"
 
 
-def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+def _ray(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:
     try:
         import ray
     except ImportError as e:
@@ -169,7 +176,7 @@ def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
         retry_exceptions=True,
     )(train_job)
     payload = [ray.put(p) for p in _payload(cfg, splits)]
-    pending = {task.remote(*payload, job, threads): job for job in jobs}
+    pending = {task.remote(*payload, job, threads, md5[job]): job for job in jobs}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])

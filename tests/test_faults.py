@@ -563,6 +563,30 @@ def test_a_full_disk_is_an_error_that_names_the_file(tiny_study, tmp_path, monke
     assert read_runs(tmp_path / "runs.csv") == []
 
 
+def test_a_killed_worker_costs_a_retry_not_the_study(tiny_study, tmp_path):
+    import multiprocessing
+    import threading
+
+    cfg, splits, ds = tiny_study
+    data.save(ds, tmp_path / "dataset.npz")
+    cfg = with_(small(cfg, workers=2, retries=2), "data", prepared=str(tmp_path / "dataset.npz"))
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 300
+        while not killed and time.monotonic() < deadline:
+            for child in multiprocessing.active_children()[:1]:
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    rows = run_study(cfg, splits, ds, tmp_path / "runs.csv", **QUIET)
+    killer.join()
+    assert killed and len(rows) == 4
+
+
 def test_an_os_error_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
     import transferability.cli as cli_mod
 

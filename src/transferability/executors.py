@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -128,33 +129,48 @@ def execute(
 
 
 def _local_pool(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:
+    """A pool of worker processes. A worker that dies (killed, out of memory) breaks the pool
+    and every network in flight with it: each of those counts an attempt and is retried in a
+    fresh pool, while the finished ones stand."""
     workers = min(cfg.study.workers, len(jobs))
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
-    gpu_queue = None
     gpus = torch.cuda.device_count() if cfg.train.device in ("auto", "cuda") else 0
-    if gpus:
-        gpu_queue = ctx.Queue()
-        for i in range(workers):
-            gpu_queue.put(gpu_of(i, gpus))
     payload = _payload(cfg, splits)
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
-    ) as pool:
-        attempts = {job: 0 for job in jobs}
-        running = {pool.submit(train_job, *payload, job, threads, md5[job]): job for job in jobs}
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = running.pop(fut)
-                try:
-                    yield job, fut.result(), None
-                except Exception as e:
-                    attempts[job] += 1
-                    if attempts[job] <= cfg.study.retries and _retryable(e):
-                        running[pool.submit(train_job, *payload, job, threads, md5[job])] = job
-                    else:
-                        yield job, None, f"{type(e).__name__}: {e}"
+    attempts = {job: 0 for job in jobs}
+    pending = list(jobs)
+    while pending:
+        gpu_queue = None
+        if gpus:
+            gpu_queue = ctx.Queue()
+            for i in range(workers):
+                gpu_queue.put(gpu_of(i, gpus))
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
+        ) as pool:
+            running = {
+                pool.submit(train_job, *payload, job, threads, md5[job]): job for job in pending
+            }
+            pending = []
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = running.pop(fut)
+                    try:
+                        yield job, fut.result(), None
+                    except Exception as e:
+                        attempts[job] += 1
+                        error = f"{type(e).__name__}: {e}"
+                        if isinstance(e, BrokenProcessPool):
+                            error = f"its worker process died ({e}): killed, or out of memory?"
+                        if attempts[job] > cfg.study.retries or not _retryable(e):
+                            yield job, None, error
+                            continue
+                        try:
+                            again = pool.submit(train_job, *payload, job, threads, md5[job])
+                            running[again] = job
+                        except BrokenProcessPool:
+                            pending.append(job)  # retried in the next pool
 
 
 def _ray(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:

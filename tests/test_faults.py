@@ -192,6 +192,25 @@ def test_a_base_is_copied_only_with_the_bytes_its_row_records(tiny_study, tmp_pa
         assert rows[f"random0/s0/{copy}"]["source_md5"] == src == md5_file(ckpt(cfg, base))
 
 
+def test_the_dvc_stages_check_a_base_against_its_row_in_the_bases_table(tiny_study, tmp_path):
+    """transfer and datasize keep their rows apart from the bases' (runs_bases.csv): --bases
+    names that table, and a replaced base is refused there too."""
+    cfg, splits, ds = tiny_study
+    cfg = small(cfg)
+    bases, transfers = tmp_path / "runs_bases.csv", tmp_path / "runs_transfers.csv"
+    run_study(cfg, splits, ds, bases, which="bases", **QUIET)
+    payload = torch.load(ckpt(cfg, "baseB"), weights_only=True)
+    payload["meta"]["note"] = "replaced"
+    torch.save(payload, ckpt(cfg, "baseB"))
+    with pytest.raises(CheckpointMismatch, match=r"baseB.*not the one its row records"):
+        run_study(cfg, splits, ds, transfers, which="transfers", bases=bases, **QUIET)
+    assert read_runs(transfers) == [] and not ckpt(cfg, "B1B").exists()
+    run_study(cfg, splits, ds, bases, which="bases", **QUIET)  # retrained
+    rows = run_study(cfg, splits, ds, transfers, which="transfers", bases=bases, **QUIET)
+    md5 = {r["network"]: r["checkpoint_md5"] for r in read_runs(bases)}
+    assert {r["source_md5"] for r in rows} <= set(md5.values()) and len(rows) == 2
+
+
 # ------------------------------------------------------------------ 3. prune
 
 

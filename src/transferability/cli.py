@@ -91,19 +91,30 @@ def _runs_path(cfg, runs: str | None) -> Path:
     return Path(runs) if runs else Path(cfg.study.results_dir) / "runs.csv"
 
 
-def _train(cfg, which: str, runs: str | None, trust_rows: bool = False):
+def _train(cfg, which: str, runs: str | None, trust_rows: bool = False, bases: str | None = None):
     from transferability.runner import run_study
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)
     runs_path = _runs_path(cfg, runs)
     t = time.perf_counter()
-    rows = run_study(cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows)
+    bases_path = Path(bases) if bases else None
+    if bases_path and not bases_path.is_file():
+        raise FileNotFoundError(f"results table of the bases not found: {bases} (--bases)")
+    rows = run_study(
+        cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows, bases=bases_path
+    )
     click.echo(f"{len(rows)} networks in {runs_path} ({time.perf_counter() - t:.0f}s this run)")
 
 
 RUNS_OPTION = click.option(
     "--runs", default=None, help="Results table to add rows to [default: <results_dir>/runs.csv]."
+)
+BASES_OPTION = click.option(
+    "--bases",
+    default=None,
+    help="Results table that holds the rows of the bases copied, when another than --runs: a "
+    "base is copied only with the md5 its row records.",
 )
 TRUST_ROWS = click.option(
     "--trust-rows",
@@ -125,10 +136,11 @@ def train_bases(cfg, runs, trust_rows):
 @cli.command()
 @with_params
 @RUNS_OPTION
+@BASES_OPTION
 @TRUST_ROWS
-def transfer(cfg, runs, trust_rows):
+def transfer(cfg, runs, bases, trust_rows):
     """Train every transfer network (BnB, BnB+, AnB, AnB+, RnB at every cut)."""
-    _train(cfg, "transfers", runs, trust_rows)
+    _train(cfg, "transfers", runs, trust_rows, bases)
 
 
 @cli.command()
@@ -136,13 +148,13 @@ def transfer(cfg, runs, trust_rows):
 @click.option(
     "--runs", default=None, help="Results table [default: <results_dir>/runs_datasize.csv]."
 )
+@BASES_OPTION
 @TRUST_ROWS
-def datasize(cfg, runs, trust_rows):
+def datasize(cfg, runs, bases, trust_rows):
     """The target-size sweep (beyond the paper): baseB, BnB+ and AnB+ trained on smaller target
     sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
-    _train(
-        cfg, "datasize", runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv"), trust_rows
-    )
+    runs = runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv")
+    _train(cfg, "datasize", runs, trust_rows, bases)
 
 
 @cli.command()

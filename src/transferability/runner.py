@@ -320,10 +320,12 @@ def run_study(
     which: str = "all",
     log: Callable[[str], None] = print,
     trust_rows: bool = False,
+    bases: Path | None = None,
 ) -> list[dict]:
     """Train every network of `which` (all | bases | transfers of the study, or datasize: the
     target-size sweep, whose AnB+ copy the study's bases) not already done; returns the rows of
-    `which`.
+    `which`. `bases`: another table that holds the rows of the bases copied (the DVC stages
+    keep them in runs_bases.csv), whose md5s a base copied must have.
 
     Each finished network is committed at once (checkpoint, then the table rewritten
     atomically, then its MLflow run), so an interrupted study loses at most the networks in
@@ -339,10 +341,11 @@ def run_study(
         everything = (plan_datasize if which == "datasize" else plan)(cfg, splits)
         jobs = select(everything, which)
         rows = {r["network"]: r for r in read_runs(runs_path)}
+        known = {r["network"]: r for r in read_runs(bases)} if bases else {}
         reasons: dict[str, str] = {}
-        left = todo(study, jobs, rows, trust_rows, reasons)
+        left = todo(study, jobs, known | rows, trust_rows, reasons)
         if which in ("transfers", "datasize"):
-            _check_bases(study, jobs, left, rows)
+            _check_bases(study, jobs, left, known | rows)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
             f"{len(left)} to train on {study.device} ({_where(cfg)})"
@@ -356,7 +359,19 @@ def run_study(
         # the tracker ends its parent run KILLED on Ctrl-C and FAILED on an error, never RUNNING
         with tracker or nullcontext():
             try:
-                _train(cfg, splits, study, left, everything, rows, runs_path, tracker, failed, log)
+                _train(
+                    cfg,
+                    splits,
+                    study,
+                    left,
+                    everything,
+                    rows,
+                    known,
+                    runs_path,
+                    tracker,
+                    failed,
+                    log,
+                )
             except KeyboardInterrupt:
                 log(f"interrupted: {len(rows)} rows kept in {runs_path}; run again to resume")
                 raise
@@ -430,7 +445,9 @@ def _log(tracker, job, row, history, log) -> None:
         )
 
 
-def _train(cfg, splits, study, left, everything, rows, runs_path, tracker, failed, log) -> None:
+def _train(
+    cfg, splits, study, left, everything, rows, known, runs_path, tracker, failed, log
+) -> None:
     done = 0
     # bases before the transfers that copy them; within each phase networks are independent
     for phase in (
@@ -438,7 +455,7 @@ def _train(cfg, splits, study, left, everything, rows, runs_path, tracker, faile
         [j for j in left if j.treatment != "base"],
     ):
         # a copy takes its base only with the bytes the base's row records (when it has one)
-        md5s = {k: r.get("checkpoint_md5", "") for k, r in rows.items()}
+        md5s = {k: r.get("checkpoint_md5", "") for k, r in (known | rows).items()}
         for job, result, error in execute(cfg, splits, study, phase, md5s):
             done += 1
             if error is not None:

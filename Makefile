@@ -13,7 +13,8 @@ PROFILE ?= reference
 EXTRA   ?=
 NAME    ?= $(PROFILE)
 PROFILE_ARGS = $(shell $(if $(wildcard $(BIN)/transferability),$(BIN)/)transferability profile $(PROFILE))
-DATA_ARG = $(if $(DATA),-S data.source=$(abspath $(DATA)))
+# quoted for the shell and for DVC's (Hydra's) parser: a path may hold spaces or commas
+DATA_ARG = $(if $(DATA),-S "data.source='$$(realpath -ms -- '$(DATA)')'")
 EXP_RUN = dvc exp run --temp --name $(NAME) $(PROFILE_ARGS) $(DATA_ARG) $(EXTRA)
 # the reference profile with its own data source runs `dvc repro`; with DATA (or EXTRA) it runs
 # as an experiment too, so that no tracked file (params.yaml) is rewritten

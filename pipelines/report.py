@@ -14,6 +14,8 @@ from pathlib import Path
 
 import papermill
 
+from transferability.io import atomic_write
+
 REPORT = Path("report")
 GENERATED = REPORT / "generated"
 FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
@@ -99,7 +101,9 @@ def splice_readme(readme: Path, results: str) -> None:
     head, rest = text.split(start, 1)
     marker, _, _ = rest.partition("-->")
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}{marker}-->\n{results.strip()}\n{end}{tail}")
+    # atomically: a full disk or a size limit leaves the old README, never half of it
+    with atomic_write(readme) as f:
+        f.write(f"{head}{start}{marker}-->\n{results.strip()}\n{end}{tail}")
 
 
 if __name__ == "__main__":

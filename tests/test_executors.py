@@ -82,11 +82,11 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
     calls = {}
     real = study_mod.Study.run
 
-    def flaky(self, job):
+    def flaky(self, job, *args):
         calls[job.name] = calls.get(job.name, 0) + 1
         if job.name == "A1B" or (job.name == "B1A" and calls[job.name] == 1):
             raise RuntimeError("simulated failure")
-        return real(self, job)
+        return real(self, job, *args)
 
     monkeypatch.setattr(study_mod.Study, "run", flaky)
     with pytest.raises(RuntimeError, match=r"(?s)1 network\(s\) failed .*A1B: RuntimeError"):

@@ -80,7 +80,10 @@ def test_results_are_additive_and_pruning_is_explicit(tiny_study, tmp_path):
     run_study(seed1, splits, ds, runs, **QUIET)
     seeds = {r["seed"] for r in read_runs(runs)}
     assert seeds == {"0", "1"} and len(read_runs(runs)) == 10  # both studies' rows kept
-    dropped = prune(narrower, splits, ds, runs, **QUIET)
+    msgs = []
+    assert len(prune(narrower, splits, ds, runs, log=msgs.append)) == 6  # a dry run
+    assert len(read_runs(runs)) == 10 and "would drop 6 row(s)" in msgs[0] and "--yes" in msgs[0]
+    dropped = prune(narrower, splits, ds, runs, yes=True, **QUIET)
     assert len(dropped) == 6 and {r["seed"] for r in read_runs(runs)} == {"0"}
     assert len(read_runs(runs)) == 4
 

@@ -91,19 +91,30 @@ def _runs_path(cfg, runs: str | None) -> Path:
     return Path(runs) if runs else Path(cfg.study.results_dir) / "runs.csv"
 
 
-def _train(cfg, which: str, runs: str | None, trust_rows: bool = False):
+def _train(cfg, which: str, runs: str | None, trust_rows: bool = False, bases: str | None = None):
     from transferability.runner import run_study
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)
     runs_path = _runs_path(cfg, runs)
     t = time.perf_counter()
-    rows = run_study(cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows)
+    bases_path = Path(bases) if bases else None
+    if bases_path and not bases_path.is_file():
+        raise FileNotFoundError(f"results table of the bases not found: {bases} (--bases)")
+    rows = run_study(
+        cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows, bases=bases_path
+    )
     click.echo(f"{len(rows)} networks in {runs_path} ({time.perf_counter() - t:.0f}s this run)")
 
 
 RUNS_OPTION = click.option(
     "--runs", default=None, help="Results table to add rows to [default: <results_dir>/runs.csv]."
+)
+BASES_OPTION = click.option(
+    "--bases",
+    default=None,
+    help="Results table that holds the rows of the bases copied, when another than --runs: a "
+    "base is copied only with the md5 its row records.",
 )
 TRUST_ROWS = click.option(
     "--trust-rows",
@@ -125,10 +136,11 @@ def train_bases(cfg, runs, trust_rows):
 @cli.command()
 @with_params
 @RUNS_OPTION
+@BASES_OPTION
 @TRUST_ROWS
-def transfer(cfg, runs, trust_rows):
+def transfer(cfg, runs, bases, trust_rows):
     """Train every transfer network (BnB, BnB+, AnB, AnB+, RnB at every cut)."""
-    _train(cfg, "transfers", runs, trust_rows)
+    _train(cfg, "transfers", runs, trust_rows, bases)
 
 
 @cli.command()
@@ -136,27 +148,39 @@ def transfer(cfg, runs, trust_rows):
 @click.option(
     "--runs", default=None, help="Results table [default: <results_dir>/runs_datasize.csv]."
 )
+@BASES_OPTION
 @TRUST_ROWS
-def datasize(cfg, runs, trust_rows):
+def datasize(cfg, runs, bases, trust_rows):
     """The target-size sweep (beyond the paper): baseB, BnB+ and AnB+ trained on smaller target
     sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
-    _train(
-        cfg, "datasize", runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv"), trust_rows
-    )
+    runs = runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv")
+    _train(cfg, "datasize", runs, trust_rows, bases)
 
 
 @cli.command()
 @with_params
 @click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
-def similarity(cfg, out):
+@click.option(
+    "--runs",
+    multiple=True,
+    help="Results tables whose rows' md5s every checkpoint read must have "
+    "[default: <results_dir>/runs.csv, if there].",
+)
+def similarity(cfg, out, runs):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
     from transferability.io import atomic_write
+    from transferability.runner import read_runs
     from transferability.similarity import layer_similarity
 
     ds = _dataset(cfg)
     t = time.perf_counter()
-    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo)
+    tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
+    missing = [str(p) for p in tables if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo, md5s=md5s)
     out = Path(out) if out else Path(cfg.study.results_dir) / "cka.csv"
     with atomic_write(out) as f:
         table.to_csv(f, index=False, float_format="%.6f")
@@ -166,12 +190,15 @@ def similarity(cfg, out):
 @cli.command()
 @with_params
 @RUNS_OPTION
-def prune(cfg, runs):
-    """Drop the rows and MLflow runs of networks the configured study no longer holds."""
+@click.option("--yes", is_flag=True, help="Drop them; without it, only list what would go.")
+def prune(cfg, runs, yes):
+    """Drop the rows and MLflow runs of networks the configured study no longer holds (a dry
+    run, listing them, unless --yes)."""
     from transferability.runner import prune as prune_rows
 
     ds = _dataset(cfg)
-    prune_rows(cfg, load_splits(cfg, ds.classes), ds, _runs_path(cfg, runs), log=click.echo)
+    splits = load_splits(cfg, ds.classes)
+    prune_rows(cfg, splits, ds, _runs_path(cfg, runs), log=click.echo, yes=yes)
 
 
 @cli.command()
@@ -199,17 +226,15 @@ def analyze(cfg, runs, sweep, cka):
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
     from transferability.models import num_layers
-    from transferability.runner import read_runs, write_runs
+    from transferability.runner import merge_runs, read_runs
     from transferability.splits import named_splits
     from transferability.study import plan
 
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
     if runs and [Path(r) for r in runs] != [merged]:
-        missing = [r for r in runs if not Path(r).is_file()]
-        if missing:
-            raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-        write_runs(merged, [row for r in runs for row in read_runs(Path(r))])
+        merge_runs([Path(r) for r in runs], merged)  # only ever adds to it, under its lock
+    read_runs(merged)  # a duplicate or edited line is named here, before the analysis
     planned = len(plan(cfg, named_splits(cfg)))
     summary = analyse(
         merged,
@@ -514,6 +539,13 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(e.exit_code) from None
     except (ValueError, FileNotFoundError, RuntimeError, config_mod.ConfigError) as e:
         click.echo(f"Error: {e}", err=True)
+        raise SystemExit(2) from None
+    except OSError as e:  # a full disk, a read-only folder, a symlink loop: name it, no traceback
+        click.echo(
+            f"Error: {e}\nFree space or fix the path's permissions, then run again (finished "
+            "networks are saved).",
+            err=True,
+        )
         raise SystemExit(2) from None
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from transferability.models import num_layers
 
@@ -21,6 +30,18 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     # allow_inf_nan: .inf or .nan in a float setting is refused, naming the key
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v, info: ValidationInfo):
+        """true/false where a number is expected (epochs: true) is an error, not 1 or 0."""
+        if isinstance(v, bool) and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or text, not true/false")
+        return v
+
+
+def _takes_bool(tp) -> bool:
+    return tp is bool or any(_takes_bool(a) for a in get_args(tp))
 
 
 class DataConfig(Section):
@@ -38,7 +59,7 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
-    random_seeds: list[int] = list(range(10))
+    random_seeds: list[Annotated[int, Field(ge=0)]] = list(range(10))
     dissimilar: bool = True
     custom: dict[str, dict[Literal["A", "B"], list[str]]] = {}
     dir: str = "data/splits"
@@ -260,6 +281,30 @@ def recipe(cfg: Config) -> dict:
     return {k: getattr(getattr(cfg, section), k) for section, ks in RECIPE_KEYS.items() for k in ks}
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error naming both lines
+    (PyYAML keeps the last one without a word)."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is given twice (lines {seen[key]} and {line})",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _set_dotted(d: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for p in parts[:-1]:
@@ -278,7 +323,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.load(raw, UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: cannot parse {raw!r} ({e})") from e
         _set_dotted(out, key.strip(), value)
@@ -308,16 +353,21 @@ def validate(raw: dict, where: str = "params", overridden: set[str] = frozenset(
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            key, msg = ".".join(str(p) for p in err["loc"]), err["msg"]
+            # a rule across sections (Config._cuts) names its key at the start of the message
+            named = re.match(r"(?:Value error, )?([a-z_]+(?:\.[a-z_]+)+): (.*)", msg, re.S)
+            if not key and named:
+                key, msg = named.groups()
+            key = key or "(top level)"
             value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            shown = "" if isinstance(value, dict) or named else f" (got {value!r})"
             parts = key.split(".")
             came = (
                 "--set"
                 if any(".".join(parts[:i]) in overridden for i in range(1, len(parts) + 1))
                 else where
             )
-            lines.append(f"{came}: {key}: {err['msg']}{shown}")
+            lines.append(f"{came}: {key}: {msg}{shown}")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -328,7 +378,7 @@ def load(path: str | Path | None = "params.yaml", overrides: list[str] | None = 
     if path is not None and Path(path).exists():
         where = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = yaml.load(Path(path).read_text(), UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from e
         if not isinstance(raw, dict):

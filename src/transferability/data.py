@@ -184,6 +184,8 @@ def _read_source(path: Path, size: int) -> tuple[list[str], dict[str, tuple[np.n
         splits = _layout(list(_iter_folder(path)), where)
 
         def read(name: str) -> bytes:
+            if not (path / name).is_file():  # a FIFO or device would be read forever
+                raise DataError(f"not a regular file: {where}/{name} (a device, FIFO or bad link)")
             return (path / name).read_bytes()
 
         return _decode(splits, read, lambda name: (path / name).stat().st_size, size, where)
@@ -216,14 +218,15 @@ def _read_source(path: Path, size: int) -> tuple[list[str], dict[str, tuple[np.n
 
 
 def _is_zip(path: Path) -> bool:
-    """By name or magic too: a truncated zip has lost the directory that is_zipfile looks for."""
+    """By magic, else by name: a truncated zip has lost the directory that is_zipfile looks
+    for; a compressed tar is a tar whatever its name says."""
     with open(path, "rb") as f:
         magic = f.read(4)
-    return (
-        path.suffix.lower() == ".zip"
-        or magic in (b"PK\x03\x04", b"PK\x05\x06")
-        or zipfile.is_zipfile(path)
-    )
+    if magic in (b"PK\x03\x04", b"PK\x05\x06"):
+        return True
+    if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zX":  # gz, bz2, xz
+        return False
+    return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
 
 
 def _decode(splits, read, size_of, size: int, where: str):
@@ -303,10 +306,17 @@ def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("dat
     else:
         path = Path(source)
         if not path.exists():
+            what = "is a link that leads nowhere (broken, or a loop)"
             raise DataError(
-                f"data source not found: {path} (resolved: {path.resolve()}). Give a CIFAR-style "
-                "ImageFolder folder or .tar.gz/.zip archive with train/<class>/ and test/<class>/, "
-                "or data.source=torchvision to download CIFAR-10"
+                f"data source {what if path.is_symlink() else 'not found'}: {path} (resolved: "
+                f"{os.path.abspath(path)}). Give a CIFAR-style ImageFolder folder or .tar.gz/.zip "
+                "archive with train/<class>/ and test/<class>/, or data.source=torchvision to "
+                "download CIFAR-10"
+            )
+        if not (path.is_file() or path.is_dir()):  # a device or FIFO would be read forever
+            raise DataError(
+                f"data source is not a regular file or folder: {path} (a device, FIFO or "
+                "socket); give a CIFAR-style ImageFolder folder or .tar.gz/.zip archive"
             )
         h = _source_hash(path)
 

@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,11 +48,14 @@ def _study(cfg_json: str, splits_json: str, root: str):
     return _STUDY_CACHE[key]
 
 
-def train_job(cfg_json: str, splits_json: str, root: str, job, threads: int | None):
-    """Train one network in a worker: the unit of work of every executor."""
+def train_job(
+    cfg_json: str, splits_json: str, root: str, job, threads: int | None, base_md5: str = ""
+):
+    """Train one network in a worker: the unit of work of every executor. `base_md5`: the md5
+    that the row of the base it copies records (`Study.build`)."""
     if threads:
         torch.set_num_threads(threads)
-    return _study(cfg_json, splits_json, root).run(job)
+    return _study(cfg_json, splits_json, root).run(job, base_md5)
 
 
 def _die_with_parent() -> None:
@@ -95,19 +99,23 @@ def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
     )
 
 
-def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Outcome]:
-    """Train `jobs` (independent of each other) and yield each outcome as it completes."""
+def execute(
+    cfg: Config, splits: list[Split], study, jobs: list, md5s: dict[str, str] | None = None
+) -> Iterator[Outcome]:
+    """Train `jobs` (independent of each other) and yield each outcome as it completes. A job
+    copies its base only if the base's checkpoint has the md5 `md5s` gives for it (if any)."""
     if not jobs:
         return
     ex = cfg.study
+    md5 = {j: (md5s or {}).get(j.source.network, "") if j.source else "" for j in jobs}
     if ex.executor == "ray":
-        yield from _ray(cfg, splits, jobs)
+        yield from _ray(cfg, splits, jobs, md5)
     elif ex.workers <= 1:
         for job in jobs:
             error = None
             for _ in range(ex.retries + 1):
                 try:
-                    yield job, study.run(job), None
+                    yield job, study.run(job, md5[job]), None
                     break
                 except Exception as e:  # reported below, then the study goes on
                     error = f"{type(e).__name__}: {e}"
@@ -117,40 +125,55 @@ def execute(cfg: Config, splits: list[Split], study, jobs: list) -> Iterator[Out
             else:
                 yield job, None, error
     else:
-        yield from _local_pool(cfg, splits, jobs)
+        yield from _local_pool(cfg, splits, jobs, md5)
 
 
-def _local_pool(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+def _local_pool(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:
+    """A pool of worker processes. A worker that dies (killed, out of memory) breaks the pool
+    and every network in flight with it: each of those counts an attempt and is retried in a
+    fresh pool, while the finished ones stand."""
     workers = min(cfg.study.workers, len(jobs))
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
-    gpu_queue = None
     gpus = torch.cuda.device_count() if cfg.train.device in ("auto", "cuda") else 0
-    if gpus:
-        gpu_queue = ctx.Queue()
-        for i in range(workers):
-            gpu_queue.put(gpu_of(i, gpus))
     payload = _payload(cfg, splits)
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
-    ) as pool:
-        attempts = {job: 0 for job in jobs}
-        running = {pool.submit(train_job, *payload, job, threads): job for job in jobs}
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = running.pop(fut)
-                try:
-                    yield job, fut.result(), None
-                except Exception as e:
-                    attempts[job] += 1
-                    if attempts[job] <= cfg.study.retries and _retryable(e):
-                        running[pool.submit(train_job, *payload, job, threads)] = job
-                    else:
-                        yield job, None, f"{type(e).__name__}: {e}"
+    attempts = {job: 0 for job in jobs}
+    pending = list(jobs)
+    while pending:
+        gpu_queue = None
+        if gpus:
+            gpu_queue = ctx.Queue()
+            for i in range(workers):
+                gpu_queue.put(gpu_of(i, gpus))
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_local_worker, initargs=(gpu_queue,)
+        ) as pool:
+            running = {
+                pool.submit(train_job, *payload, job, threads, md5[job]): job for job in pending
+            }
+            pending = []
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = running.pop(fut)
+                    try:
+                        yield job, fut.result(), None
+                    except Exception as e:
+                        attempts[job] += 1
+                        error = f"{type(e).__name__}: {e}"
+                        if isinstance(e, BrokenProcessPool):
+                            error = f"its worker process died ({e}): killed, or out of memory?"
+                        if attempts[job] > cfg.study.retries or not _retryable(e):
+                            yield job, None, error
+                            continue
+                        try:
+                            again = pool.submit(train_job, *payload, job, threads, md5[job])
+                            running[again] = job
+                        except BrokenProcessPool:
+                            pending.append(job)  # retried in the next pool
 
 
-def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
+def _ray(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iterator[Outcome]:
     try:
         import ray
     except ImportError as e:
@@ -169,7 +192,7 @@ def _ray(cfg: Config, splits: list[Split], jobs: list) -> Iterator[Outcome]:
         retry_exceptions=True,
     )(train_job)
     payload = [ray.put(p) for p in _payload(cfg, splits)]
-    pending = {task.remote(*payload, job, threads): job for job in jobs}
+    pending = {task.remote(*payload, job, threads, md5[job]): job for job in jobs}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])

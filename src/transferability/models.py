@@ -7,6 +7,7 @@ looked up by name; a width multiplier scales every hidden width.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,8 +184,21 @@ def save_checkpoint(path: Path, model: TransferNet, meta: dict) -> None:
         "meta": meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_write(path, "wb") as f:
-        torch.save(payload, f)
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save(payload, f)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+        raise OSError(
+            f"checkpoint {path} could not be written ({e}): free space on that disk (or fix "
+            "its permissions) and run again; finished networks are saved"
+        ) from e
+
+
+def damaged_member(path: Path) -> str | None:
+    """The first record of checkpoint `path` (a zip archive) whose bytes fail their CRC, or
+    None: torch.load reads a checkpoint with a flipped byte in its weights without a word."""
+    with zipfile.ZipFile(path) as z:
+        return z.testzip()
 
 
 def load_checkpoint(path: Path) -> tuple[TransferNet, dict]:
@@ -193,8 +207,11 @@ def load_checkpoint(path: Path) -> tuple[TransferNet, dict]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        bad = damaged_member(path)
     except Exception as e:  # torch raises several types for a damaged file
         raise ValueError(f"checkpoint {path} cannot be read: {e}") from e
+    if bad:
+        raise ValueError(f"checkpoint {path} is damaged: the bytes of {bad} fail their CRC")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     model = TransferNet(NetConfig(**payload["net"]))

@@ -116,8 +116,15 @@ def run_pilot(
     selffer: bool = True,
 ) -> pd.DataFrame:
     """Every (per_class, epochs) budget × task × seed not yet in `out` for this recipe (rows of
-    other recipes in `out` are kept)."""
+    other recipes in `out` are kept; a second process writing `out` is refused)."""
+    from transferability.runner import locked
+
     out = Path(out)
+    with locked(out):
+        return _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out, log, selffer)
+
+
+def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selffer):
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
     rows = done.to_dict("records")
     recipe = recipe_id(cfg)

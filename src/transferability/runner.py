@@ -2,21 +2,30 @@
 
 The results table (`runs.csv`) is additive: a run writes or replaces the rows of the networks it
 trains and leaves every other row alone; `prune` is the explicit way to drop rows that no longer
-belong to the configured study. One process at a time writes a table (a lock file beside it).
+belong to the configured study. One process at a time writes a table, and one study at a time
+writes a checkpoint folder (study.models_dir): a lock file beside each. Every write of a table
+goes through `write_runs`: under its lock, atomically, and never losing a row it was not told to
+drop. Every read goes through `read_runs`, which refuses a table that is not what this project
+wrote: a duplicate network, a number that is not one, a line of the wrong length (`TableError`,
+naming the file, line and column).
 
 A network counts as done when its row carries the fingerprint the study now expects and its
 checkpoint is that network (`Study.verify`: fingerprint and network name in the checkpoint, and
-the md5 the row recorded). A stale, swapped or damaged checkpoint is retrained, never used.
-With ``trust_rows`` (resuming a long study on another machine, where the checkpoints of finished
-networks are absent) a row whose checkpoint is missing counts as done too; a missing base is
-then retrained only if an unfinished network needs it, and those networks copy the new one.
+the md5 and accuracies the row recorded), copied from the base its table now holds. A stale,
+swapped, damaged or edited one is retrained, never used; a base is copied only when its bytes
+are the ones its row records. With ``trust_rows`` (resuming a long study on another machine,
+where the checkpoints of finished networks are absent) a row whose checkpoint is missing counts
+as done too; a missing base is then retrained only if an unfinished network needs it, and those
+networks copy the new one.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import sys
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -32,45 +41,184 @@ from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan,
 
 # ---------------------------------------------------------------------- results table
 
+REQUIRED = ("network", "fingerprint", "test_acc")
+FRACTIONS = ("test_acc", "val_acc", "train_acc")  # in [0, 1]; val_acc nan: no validation split
+AMOUNTS = ("train_loss", "seconds")  # finite, >= 0
+
+
+class TableError(ValueError):
+    """A results table that cannot be used as it is; the message names file, line and column."""
+
 
 def read_runs(path: Path) -> list[dict]:
-    """The rows of a results table ([] when there is none); a foreign table is an error."""
+    """The rows of a results table ([] when there is none), checked line by line: a foreign
+    table, a network on two lines (as a merge leaves it), a line with too many or too few
+    fields, or an accuracy that is not a number in [0, 1] is a `TableError` naming the line.
+    Columns this project does not write are kept (and written back by `write_runs`)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return []
-    with open(path, newline="") as f:
+    # utf-8-sig: a byte-order mark (a spreadsheet's save) is not part of the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        missing = {"network", "fingerprint"} - set(reader.fieldnames or [])
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise ValueError(
+            raise TableError(
                 f"{path} is not a results table of this project (no column "
                 f"{', '.join(sorted(missing))}); move it away or name another with --runs"
             )
-        return list(reader)
+        twice = sorted(c for c, k in Counter(header).items() if k > 1)
+        if twice:
+            raise TableError(f"{path} line 1: column(s) {', '.join(twice)} named twice")
+        rows, lines = [], {}
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            if None in row or None in row.values():
+                n = len(row.get(None, [])) + sum(v is not None for k, v in row.items() if k)
+                raise TableError(
+                    f"{where}: {n} fields where the header has {len(header)} (a damaged or "
+                    f"hand-edited line): restore the table from git, or delete the line to "
+                    "retrain its network"
+                )
+            _check_row(row, where)
+            name = row["network"]
+            if name in lines:
+                raise TableError(
+                    f"{path}: {name} is on line {lines[name]} and on line {reader.line_num} (as "
+                    "a merge of two tables leaves it): keep the line whose checkpoint_md5 is the "
+                    "checkpoint's, delete the other"
+                )
+            lines[name] = reader.line_num
+            rows.append(row)
+    return rows
 
 
-def write_runs(path: Path, rows: list[dict]) -> None:
-    """Rewrite the whole table atomically: a crash leaves the old table or the new, never half."""
-    with atomic_write(path, "w") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in COLUMNS})
+def _check_row(row: dict, where: str) -> None:
+    if not row["network"].strip():
+        raise TableError(f"{where}: no network name")
+    for col in (*FRACTIONS, *AMOUNTS):
+        if col not in row:
+            continue
+        text = row[col]
+        try:
+            x = float(text)
+        except ValueError:
+            x = None
+        if col == "val_acc" and x is not None and math.isnan(x):
+            continue
+        ok = x is not None and (0 <= x <= 1 if col in FRACTIONS else 0 <= x < math.inf)
+        if not ok:
+            what = "a number from 0 to 1" if col in FRACTIONS else "a finite number >= 0"
+            raise TableError(
+                f"{where} ({row['network']}): {col} is {text!r}, not {what}: restore the line "
+                "from git, or delete it to retrain the network"
+            )
+
+
+def write_runs(path: Path, rows: list[dict], drop: Iterable[str] = ()) -> None:
+    """The one way a results table is written: under its lock (taken here unless this process
+    holds it), atomically (a crash leaves the old table or the new, never half), and never
+    shorter than meant: a network of the table on disk that is not among `rows` must be named
+    in `drop`, else nothing is written (`TableError`). Columns beyond COLUMNS are kept."""
+    path = Path(path)
+    with nullcontext() if _lock_file(path) in _HELD else locked(path):
+        names = Counter(r["network"] for r in rows)
+        twice = sorted(n for n, k in names.items() if k > 1)
+        if twice:
+            raise TableError(f"{path} not written: {_some(twice)} given twice")
+        lost = sorted({r["network"] for r in read_runs(path)} - set(names) - set(drop))
+        if lost:
+            raise TableError(
+                f"{path} not written: it would lose {len(lost)} row(s) ({_some(lost)}); "
+                "`transferability prune` is the way to drop rows"
+            )
+        extra = list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
+        with atomic_write(path, "w") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS + extra, lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in COLUMNS + extra})
+
+
+def _some(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+_HELD: set[Path] = set()  # the lock files this process holds
+
+
+def _lock_file(path: Path) -> Path:
+    return Path(f"{path}.lock").absolute()
 
 
 @contextmanager
+def _hold(lock: Path, busy: str) -> Iterator[None]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    file_lock = FileLock(lock, timeout=0)
+    try:
+        file_lock.acquire()
+    except Timeout:
+        raise RuntimeError(busy) from None
+    _HELD.add(lock)
+    try:
+        yield
+    finally:
+        _HELD.discard(lock)
+        file_lock.release()
+
+
 def locked(path: Path) -> Iterator[None]:
     """Hold the lock of results table `path`; a second writer is refused with a clear message."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(lock, timeout=0):
-            yield
-    except Timeout:
-        raise RuntimeError(
-            f"another study is writing {path} (lock {lock} is held): wait for it to finish, or "
-            "give this one another study.results_dir / --runs"
-        ) from None
+    lock = _lock_file(path)
+    return _hold(
+        lock,
+        f"another study is writing {path} (lock {lock} is held): wait for it to finish, or "
+        "give this one another study.results_dir / --runs",
+    )
+
+
+def locked_models(models_dir: str | Path) -> Iterator[None]:
+    """Hold the lock of a checkpoint folder (study.models_dir): two studies that write one
+    folder would overwrite each other's checkpoints, so the second is refused."""
+    lock = (Path(models_dir) / ".study.lock").absolute()
+    return _hold(
+        lock,
+        f"another study is writing checkpoints in {models_dir} (lock {lock} is held): wait for "
+        "it to finish, or give this one another study.models_dir",
+    )
+
+
+def merge_runs(paths: list[Path], into: Path) -> list[dict]:
+    """Merge results tables into `into` (analyze --runs): each is read and checked, a network
+    in two of them is an error naming both, and `into` is only ever added to: a row of it that
+    the merge would drop or change is an error, and nothing is written. Returns the rows."""
+    into = Path(into)
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    rows, source = {}, {}
+    for p in map(Path, paths):
+        for r in read_runs(p):
+            if r["network"] in rows:
+                raise TableError(
+                    f"{r['network']} is in both {source[r['network']]} and {p}: a network "
+                    "belongs to one table; remove it from one of them"
+                )
+            rows[r["network"]], source[r["network"]] = r, p
+    with locked(into):
+        for r in read_runs(into):
+            new = rows.get(r["network"])
+            if new is None or any(new.get(k, "") != v for k, v in r.items()):
+                how = "drop" if new is None else "change"
+                raise TableError(
+                    f"analyze would {how} the row of {r['network']} in {into}, which holds rows "
+                    f"that are not in {', '.join(map(str, paths))}: name {into} among --runs "
+                    f"to add to it, or, if the tables given are the whole study, move {into} "
+                    "away (it is written anew from them)"
+                )
+        write_runs(into, list(rows.values()))
+    return list(rows.values())
 
 
 def ordered(rows: dict[str, dict], jobs: list[Job]) -> list[dict]:
@@ -80,29 +228,73 @@ def ordered(rows: dict[str, dict], jobs: list[Job]) -> list[dict]:
     return planned + [rows[k] for k in sorted(rows) if k not in known]
 
 
+def clean_leftovers(runs_path: Path, models_dir: str | Path) -> list[Path]:
+    """Remove the temporary files that a killed write leaves (`atomic_write`'s .<name>.*.tmp)
+    beside table `runs_path` and under `models_dir`; call it holding both locks, when no other
+    process can be writing them. Returns what was removed."""
+    runs_path = Path(runs_path)
+    found = [*runs_path.parent.glob(f".{runs_path.name}.*.tmp")]
+    if Path(models_dir).is_dir():
+        found += Path(models_dir).rglob(".*.pt.*.tmp")
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
 # ---------------------------------------------------------------------- what is done
 
 
-def is_done(study: Study, job: Job, row: dict | None, trust_rows: bool = False) -> bool:
-    if row is None or row.get("fingerprint") != study.fingerprint(job):
-        return False
+def not_done(study: Study, job: Job, rows: dict[str, dict], trust_rows: bool = False) -> str:
+    """Why `job` must be (re)trained given the table's `rows`; "" when it is done."""
+    row = rows.get(job.network)
+    if row is None:
+        return "no row"
+    if row.get("fingerprint") != study.fingerprint(job):
+        return "its settings changed"
     path = study.checkpoint(job)
     if not path.is_file():
-        return trust_rows
-    recorded = row.get("checkpoint_md5")
+        return "" if trust_rows else f"checkpoint {path} missing"
+    base = rows.get(job.source.network) if job.source else None
+    if base is not None and row.get("source_md5") != base.get("checkpoint_md5"):
+        return f"it copied another {job.source.network} than the one in the table"
+    if md5_file(path) != row.get("checkpoint_md5"):
+        return f"checkpoint {path} is not the one its row records (damaged or replaced)"
     try:
-        if recorded and md5_file(path) != recorded:
-            return False
-        study.verify(job, path)
-    except CheckpointMismatch:
+        meta = study.verify(job, path)
+    except CheckpointMismatch as e:
+        return str(e)
+    final = (meta.get("history") or [{}])[-1]
+    for k in ("test_acc", "val_acc", "train_acc", "train_loss"):
+        if k in final and not _same(row.get(k, ""), final[k]):
+            return f"its row's {k} {row.get(k)} is not its checkpoint's (the table was edited)"
+    return ""
+
+
+def _same(text: str, value: float) -> bool:
+    try:
+        x = float(text)
+    except ValueError:
         return False
-    return True
+    return x == round(value, 6) or (math.isnan(x) and math.isnan(value))
 
 
-def todo(study: Study, jobs: list[Job], rows: dict[str, dict], trust_rows: bool) -> list[Job]:
+def todo(
+    study: Study,
+    jobs: list[Job],
+    rows: dict[str, dict],
+    trust_rows: bool,
+    reasons: dict[str, str] | None = None,
+) -> list[Job]:
     """The networks of `jobs` to (re)train, bases first; with trust_rows, a base whose checkpoint
-    is missing is retrained only when an unfinished network copies it."""
-    left = [j for j in jobs if not is_done(study, j, rows.get(j.network), trust_rows)]
+    is missing is retrained only when an unfinished network copies it. `reasons` gets why each
+    row that is there, with the settings now configured, is retrained all the same."""
+    left = []
+    for j in jobs:
+        why = not_done(study, j, rows, trust_rows)
+        if why:
+            left.append(j)
+            if why not in ("no row", "its settings changed") and reasons is not None:
+                reasons[j.network] = why
     needed = {j.source for j in left if j.source is not None}
     for base in {j for j in needed if not study.checkpoint(j).is_file()} - set(left):
         left.append(base)
@@ -128,10 +320,12 @@ def run_study(
     which: str = "all",
     log: Callable[[str], None] = print,
     trust_rows: bool = False,
+    bases: Path | None = None,
 ) -> list[dict]:
     """Train every network of `which` (all | bases | transfers of the study, or datasize: the
     target-size sweep, whose AnB+ copy the study's bases) not already done; returns the rows of
-    `which`.
+    `which`. `bases`: another table that holds the rows of the bases copied (the DVC stages
+    keep them in runs_bases.csv), whose md5s a base copied must have.
 
     Each finished network is committed at once (checkpoint, then the table rewritten
     atomically, then its MLflow run), so an interrupted study loses at most the networks in
@@ -140,24 +334,44 @@ def run_study(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     runs_path = Path(runs_path)
-    with locked(runs_path):
+    # the table and the checkpoint folder: another study writing either would mix results
+    with locked(runs_path), locked_models(cfg.study.models_dir):
+        gone = clean_leftovers(runs_path, cfg.study.models_dir)
         study = Study(cfg, splits, dataset)
         everything = (plan_datasize if which == "datasize" else plan)(cfg, splits)
         jobs = select(everything, which)
         rows = {r["network"]: r for r in read_runs(runs_path)}
-        left = todo(study, jobs, rows, trust_rows)
+        known = {r["network"]: r for r in read_runs(bases)} if bases else {}
+        reasons: dict[str, str] = {}
+        left = todo(study, jobs, known | rows, trust_rows, reasons)
         if which in ("transfers", "datasize"):
-            _check_bases(study, jobs, left)
+            _check_bases(study, jobs, left, known | rows)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
             f"{len(left)} to train on {study.device} ({_where(cfg)})"
         )
+        for name, why in reasons.items():
+            log(f"{name}: retrained: {why}")
+        if gone:
+            log(f"removed {len(gone)} temporary file(s) that an interrupted write left behind")
         tracker = _tracker(cfg, study, everything, jobs, left, rows, log)
         failed: list[str] = []
         # the tracker ends its parent run KILLED on Ctrl-C and FAILED on an error, never RUNNING
         with tracker or nullcontext():
             try:
-                _train(cfg, splits, study, left, everything, rows, runs_path, tracker, failed, log)
+                _train(
+                    cfg,
+                    splits,
+                    study,
+                    left,
+                    everything,
+                    rows,
+                    known,
+                    runs_path,
+                    tracker,
+                    failed,
+                    log,
+                )
             except KeyboardInterrupt:
                 log(f"interrupted: {len(rows)} rows kept in {runs_path}; run again to resume")
                 raise
@@ -180,35 +394,43 @@ def _where(cfg: Config) -> str:
     )
 
 
-def _check_bases(study: Study, jobs: list[Job], left: list[Job]) -> None:
-    """Bases that come from an earlier run (not among `jobs`) must be there: say so before
-    starting."""
-    missing = sorted(
-        {
-            str(study.checkpoint(j.source))
-            for j in left
-            if j.source and j.source not in jobs and not study.checkpoint(j.source).is_file()
-        }
-    )
+def _check_bases(study: Study, jobs: list[Job], left: list[Job], rows: dict) -> None:
+    """Bases that come from an earlier run (not among `jobs`) must be there, and be what their
+    rows record when this table holds them: say so before starting."""
+    missing, wrong = set(), {}
+    for src in {j.source for j in left if j.source and j.source not in jobs}:
+        path = study.checkpoint(src)
+        if not path.is_file():
+            missing.add(str(path))
+        elif src.network in rows and (why := not_done(study, src, rows)):
+            wrong[src.network] = why
     if missing:
         raise FileNotFoundError(
-            f"base checkpoint(s) missing: {', '.join(missing)}: train the bases first"
+            f"base checkpoint(s) missing: {', '.join(sorted(missing))}: train the bases first"
+        )
+    if wrong:
+        raise CheckpointMismatch(
+            "base(s) that would be copied are not what the table records: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(wrong.items()))
+            + ": run `transferability train-bases` to retrain them"
         )
 
 
 def _tracker(cfg, study, everything, jobs, left, rows, log):
-    """The MLflow tracker, with finished networks that have no run yet logged (reconcile)."""
+    """The MLflow tracker, with what a killed run left half-logged repaired, and finished
+    networks that have no finished run yet logged (reconcile)."""
     if not cfg.study.mlflow:
         return None
     from transferability.tracking import Tracker
 
     tracker = Tracker(cfg, study, everything, Path(cfg.data.prepared))
+    repaired = tracker.repair()
+    if repaired:
+        log(f"MLflow: {len(repaired)} run(s) a killed study left unfinished removed; logged anew")
     for job in jobs:
         if job not in left and job.network in rows and not tracker.run_id_of(job.network):
             path = study.checkpoint(job)
-            history = (
-                torch.load(path, weights_only=True)["meta"]["history"] if path.is_file() else []
-            )
+            history = study.verify(job, path).get("history", []) if path.is_file() else []
             _log(tracker, job, rows[job.network], history, log)
     return tracker
 
@@ -223,14 +445,18 @@ def _log(tracker, job, row, history, log) -> None:
         )
 
 
-def _train(cfg, splits, study, left, everything, rows, runs_path, tracker, failed, log) -> None:
+def _train(
+    cfg, splits, study, left, everything, rows, known, runs_path, tracker, failed, log
+) -> None:
     done = 0
     # bases before the transfers that copy them; within each phase networks are independent
     for phase in (
         [j for j in left if j.treatment == "base"],
         [j for j in left if j.treatment != "base"],
     ):
-        for job, result, error in execute(cfg, splits, study, phase):
+        # a copy takes its base only with the bytes the base's row records (when it has one)
+        md5s = {k: r.get("checkpoint_md5", "") for k, r in (known | rows).items()}
+        for job, result, error in execute(cfg, splits, study, phase, md5s):
             done += 1
             if error is not None:
                 failed.append(f"{job.network}: {error}")
@@ -249,9 +475,15 @@ def _train(cfg, splits, study, left, everything, rows, runs_path, tracker, faile
 
 
 def prune(
-    cfg: Config, splits: list[Split], dataset: data_mod.Dataset, runs_path: Path, log=print
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    runs_path: Path,
+    log=print,
+    yes: bool = False,
 ) -> list[str]:
-    """Drop the rows (and MLflow runs) of networks the configured study no longer holds."""
+    """The rows (and MLflow runs) of networks the configured study no longer holds: listed, and
+    with `yes` dropped. Returns those networks."""
     runs_path = Path(runs_path)
     with locked(runs_path):
         everything = plan(cfg, splits)
@@ -259,12 +491,29 @@ def prune(
         wanted = {j.network for j in everything + plan_datasize(cfg, splits)}
         rows = {r["network"]: r for r in read_runs(runs_path)}
         dropped = sorted(set(rows) - wanted)
-        write_runs(runs_path, ordered({k: v for k, v in rows.items() if k in wanted}, everything))
+        kept = len(rows) - len(dropped)
+        if yes and dropped:
+            keep = {k: rows[k] for k in rows if k in wanted}
+            write_runs(runs_path, ordered(keep, everything), drop=dropped)
+        runs = []
         if cfg.study.mlflow:
             from transferability.tracking import Tracker
 
-            Tracker(cfg, Study(cfg, splits, dataset), everything, None).prune(wanted)
-    log(f"{runs_path}: {len(dropped)} row(s) dropped, {len(rows) - len(dropped)} kept")
+            # finds the study's parent run, never creates one: a study with none has no runs
+            tracker = Tracker(cfg, Study(cfg, splits, dataset), everything, None, create=False)
+            runs = tracker.prune(wanted, dry_run=not yes) if tracker.parent_id else []
+    if yes:
+        log(
+            f"{runs_path}: {len(dropped)} row(s) and {len(runs)} MLflow run(s) dropped, {kept} kept"
+        )
+    elif dropped or runs:
+        log(
+            f"{runs_path}: would drop {len(dropped)} row(s) ({_some(dropped, 10)}) and "
+            f"{len(runs)} MLflow run(s) of networks the settings given do not hold, keeping "
+            f"{kept}; nothing dropped: run again with --yes to drop them"
+        )
+    else:
+        log(f"{runs_path}: all {len(rows)} row(s) belong to the configured study")
     return dropped
 
 
@@ -295,8 +544,10 @@ def reproduce(
 ) -> list[dict]:
     """Retrain `networks` (bases first; copies use the retrained base) into `workdir` and compare
     each with its committed row: equal bit for bit when the row's machine is this kind of
-    machine, else within `tolerance` accuracy points (another processor takes another path)."""
-    from transferability.study import machine
+    machine, else within `tolerance` accuracy points (another processor takes another path).
+    On the same kind of processor a network is retrained with the thread count its row records
+    (another count sums in another order), whatever train.threads or OMP_NUM_THREADS say."""
+    from transferability.study import processor
 
     committed = {r["network"]: r for r in read_runs(runs_path)}
     jobs = {j.network: j for j in plan(cfg, splits)}
@@ -313,8 +564,15 @@ def reproduce(
         job, old = jobs[name], committed[name]
         if job.source is not None and job.source.network not in networks:
             raise ValueError(f"{name} copies {job.source.network}: sample it too")
-        row, _ = study.run(job)
-        same_machine = old.get("machine") == machine()
+        kind, _, threads = old.get("machine", "").rpartition("; ")
+        count = threads.removesuffix(" threads")
+        same_machine = kind == processor() and count.isdigit() and int(count) > 0
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(count) if same_machine else cfg.train.threads or before)
+        try:
+            row, _ = study.run(job)
+        finally:
+            torch.set_num_threads(before)
         delta = 100 * (float(row["test_acc"]) - float(old["test_acc"]))
         if row["fingerprint"] != old["fingerprint"]:
             verdict = "FAIL: its settings differ from the committed row's"

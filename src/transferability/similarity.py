@@ -18,9 +18,10 @@ import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
+from transferability.io import md5_file
 from transferability.models import load_checkpoint
 from transferability.splits import Split
-from transferability.study import Job, Study, base_job, sweep_blocks
+from transferability.study import CheckpointMismatch, Job, Study, base_job, sweep_blocks
 from transferability.train import DeviceTask
 
 FINE_TUNED = ("AnB+", "BnB+")
@@ -96,11 +97,17 @@ def layer_grams(model, x: torch.Tensor, batch: int = 500) -> list[np.ndarray]:
 
 
 def layer_similarity(
-    cfg: Config, splits: list[Split], dataset: data_mod.Dataset, log: Callable = print
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    log: Callable = print,
+    md5s: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per (block, direction, comparison, n, layer) with its CKA (columns CKA_COLUMNS).
 
-    Every checkpoint must be the network the study now configures (`Study.verify`)."""
+    Every checkpoint must be the network the study now configures (`Study.verify`, which also
+    refuses a damaged one) and, where `md5s` (network → md5, from its results row) names it,
+    have those bytes."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     study = Study(cfg, splits, dataset)
@@ -114,6 +121,12 @@ def layer_similarity(
         if not path.is_file():
             raise FileNotFoundError(f"{job.network}: checkpoint {path} not found; train it first")
         study.verify(job, path)
+        expected = (md5s or {}).get(job.network)
+        if expected and md5_file(path) != expected:
+            raise CheckpointMismatch(
+                f"{job.network}: checkpoint {path} is not the one its results row records "
+                "(damaged or replaced): retrain it (transferability study / dvc repro)"
+            )
         model, _ = load_checkpoint(path)
         return layer_grams(model, x)
 

@@ -36,7 +36,14 @@ import torch
 from transferability import data as data_mod
 from transferability.config import Config
 from transferability.io import md5_file
-from transferability.models import NetConfig, build, copy_layers, load_checkpoint, save_checkpoint
+from transferability.models import (
+    NetConfig,
+    build,
+    copy_layers,
+    damaged_member,
+    load_checkpoint,
+    save_checkpoint,
+)
 from transferability.splits import Split
 from transferability.train import DeviceTask, resolve_device, train
 
@@ -75,9 +82,15 @@ COLUMNS = [
 ]
 
 
-@cache
 def machine() -> str:
-    """What a row was computed on: CPU numbers agree bit for bit only on the same kind."""
+    """What a row was computed on: CPU numbers agree bit for bit only on the same kind of
+    processor with the same number of threads (read now: a study may set it after starting)."""
+    return f"{processor()}; {torch.get_num_threads()} threads"
+
+
+@cache
+def processor() -> str:
+    """The kind of processor and torch this is: `machine` without the thread count."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -87,7 +100,7 @@ def machine() -> str:
     except OSError:
         pass
     isa = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
-    return f"{cpu}; {isa}; torch {torch.__version__}; {torch.get_num_threads()} threads"
+    return f"{cpu}; {isa}; torch {torch.__version__}"
 
 
 class CheckpointMismatch(ValueError):
@@ -267,10 +280,13 @@ class Study:
         path = path or self.checkpoint(job)
         try:
             meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+            bad = damaged_member(path)
         except FileNotFoundError:
             raise
         except Exception as e:  # torch raises several types for a damaged file
             raise CheckpointMismatch(f"{path} is damaged ({type(e).__name__})") from None
+        if bad:
+            raise CheckpointMismatch(f"{path} is damaged (the bytes of {bad} fail their CRC)")
         expected = self.fingerprint(job)
         if meta.get("fingerprint") != expected or meta.get("network") != job.network:
             raise CheckpointMismatch(
@@ -279,12 +295,13 @@ class Study:
             )
         return meta
 
-    def build(self, job: Job) -> tuple[torch.nn.Module, str]:
+    def build(self, job: Job, base_md5: str = "") -> tuple[torch.nn.Module, str]:
         """The network of `job` before training, and the md5 of the base checkpoint it copied.
 
         A base starts from its own draw; the transfer networks of one (block, target task) share
         a fresh draw for everything they do not copy. The source checkpoint must be the network
-        `job.source` as now configured (`verify`), else nothing is copied.
+        `job.source` as now configured (`verify`) and, when `base_md5` is given (the md5 its
+        row records), have those bytes, else nothing is copied.
         """
         split = self.splits[job.split]
         classes = split.classes(job.target_task)
@@ -307,15 +324,21 @@ class Study:
                     "to retrain the base"
                 ) from None
             source_md5 = md5_file(path)
+            if base_md5 and source_md5 != base_md5:
+                raise CheckpointMismatch(
+                    f"{job.network} cannot copy {path}: its md5 is {source_md5}, not {base_md5} "
+                    f"as the row of {job.source.network} records (damaged or replaced since); run "
+                    "`transferability train-bases` to retrain the base"
+                )
             src, _ = load_checkpoint(path)
             copy_layers(model, src, job.n, src_name=str(path))
         if job.treatment in FROZEN:
             model.freeze(job.n)
         return model, source_md5
 
-    def run(self, job: Job) -> tuple[dict, list[dict]]:
+    def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:
         """Train one network, write its checkpoint atomically; return its row and history."""
-        model, source_md5 = self.build(job)
+        model, source_md5 = self.build(job, base_md5)
         data = self.task(job.split, job.target_task, job.per_class)
         result = train(
             model,

@@ -91,9 +91,17 @@ def _busy_timeout(conn, cursor, statement, parameters, context, executemany):
     return statement, parameters
 
 
+# SQLite errors that MLflow reports as TEMPORARILY_UNAVAILABLE but that waiting does not cure
+LASTING = ("disk is full", "disk i/o error", "readonly", "read-only", "not a database", "malformed")
+
+
 def _transient(e: Exception) -> bool:
-    """A locked or unavailable store: MLflow wraps SQLAlchemy's OperationalError in that code."""
-    return getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE" or "locked" in str(e)
+    """A locked or unavailable store: MLflow wraps SQLAlchemy's OperationalError in that code.
+    A full disk, a read-only or damaged store comes in the same wrapper, and fails at once."""
+    text = str(e).lower()
+    if any(s in text for s in LASTING):
+        return False
+    return getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE" or "locked" in text
 
 
 def retry(call, *args, **kwargs):
@@ -267,9 +275,16 @@ class Tracker:
     finishes it KILLED (Ctrl-C) or FAILED, unless `finish` already did.
     """
 
-    def __init__(self, cfg: Config, study, plan, data_file: Path | None = None):
+    def __init__(self, cfg: Config, study, plan, data_file: Path | None = None, create=True):
         self.uri = tracking_uri()
-        self.client, self.experiment_id = ensure_store(self.uri)
+        try:
+            self.client, self.experiment_id = ensure_store(self.uri)
+        except Exception as e:  # SQLAlchemy's traceback names neither the store nor a remedy
+            raise RuntimeError(
+                f"MLflow store {self.uri} cannot be used ({type(e).__name__}: {str(e)[:300]}): "
+                "free space or move a damaged store away (a new one is made), or run with "
+                "--set study.mlflow=false"
+            ) from e
         self.finished = ""
         self.monitor = None
         self.cfg = cfg
@@ -278,7 +293,7 @@ class Tracker:
         self.data_md5 = md5_file(data_file) if has_data else ""
         bases = sorted(study.fingerprint(j) for j in plan if j.treatment == "base")
         self.study_id = hashlib.sha256("/".join(bases).encode()).hexdigest()[:12]
-        self.parent_id = self._parent(plan)
+        self.parent_id = self._parent(plan, create)
 
     def __enter__(self) -> Tracker:
         """A stage starts training: its parent run is RUNNING again (an earlier stage finished
@@ -324,11 +339,13 @@ class Tracker:
     def _search(self, query: str):
         return self.client.search_runs([self.experiment_id], query, max_results=50000)
 
-    def _parent(self, plan) -> str:
+    def _parent(self, plan, create: bool = True) -> str:
+        """The study's parent run ("" if there is none and not `create`)."""
         found = self._search(f"tags.study_id = '{self.study_id}' and tags.role = 'study'")
-        if found:  # a later stage or experiment: the source is now the one that runs
+        if found and create:  # a later stage or experiment: the source is now the one that runs
             self._log(found[0].info.run_id, tags={**source_tags(), "git_commit": git_commit()})
-            return found[0].info.run_id
+        if found or not create:
+            return found[0].info.run_id if found else ""
         splits = sorted({j.split for j in plan})
         sweep = "target-size sweep, " if any(j.per_class for j in plan) else ""
         name = f"{sweep}{self.cfg.model.arch} {'+'.join(splits)} ({self.study_id[:8]})"
@@ -345,26 +362,42 @@ class Tracker:
             self.client.log_inputs(run_id, datasets=[dataset_input(self.data_file, self.data_md5)])
 
     def _delete(self, run) -> None:
-        """Delete a run and the models it logged."""
-        for out in (run.outputs.model_outputs if run.outputs else None) or []:
-            self.client.delete_logged_model(out.model_id)
+        """Delete a run and the models it logged or began to log (left PENDING by a kill)."""
+        models = {out.model_id for out in (run.outputs.model_outputs if run.outputs else []) or []}
+        query = f"source_run_id = '{run.info.run_id}'"
+        models |= {
+            m.model_id for m in self.client.search_logged_models([self.experiment_id], query)
+        }
+        for model_id in sorted(models):
+            self.client.delete_logged_model(model_id)
         self.client.delete_run(run.info.run_id)
+
+    def repair(self) -> list[str]:
+        """Delete what a study killed while logging left behind: child runs still RUNNING (every
+        run `log_network` completes is FINISHED) and the models they left PENDING; the runner
+        then logs their networks anew. Returns those networks."""
+        stale = self._children("attributes.status = 'RUNNING'")
+        for run in stale:
+            self._delete(run)
+        return sorted({r.data.tags.get("network", "") for r in stale})
 
     def _children(self, extra: str = ""):
         q = f"tags.mlflow.parentRunId = '{self.parent_id}'" + (f" and {extra}" if extra else "")
         return self._search(q)
 
-    def prune(self, networks: set[str]) -> list[str]:
-        """Delete the runs of networks other than `networks`; returns the networks deleted.
+    def prune(self, networks: set[str], dry_run: bool = False) -> list[str]:
+        """Delete the runs of networks other than `networks` (with `dry_run`, only find them);
+        returns the networks.
 
         Never automatic: a narrower study adds to the store, and only this removes runs."""
         gone = [r for r in self._children() if r.data.tags.get("network") not in networks]
-        for run in gone:
+        for run in [] if dry_run else gone:
             self._delete(run)
         return sorted({r.data.tags.get("network", "") for r in gone})
 
     def run_id_of(self, network: str) -> str:
-        runs = self._children(f"tags.network = '{network}'")
+        """The finished run of `network` ("" if none: one left RUNNING is not logged)."""
+        runs = self._children(f"tags.network = '{network}' and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else ""
 
     def _log(self, run_id, params=None, metrics=None, tags=None, steps=None):

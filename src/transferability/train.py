@@ -19,7 +19,12 @@ from transferability.models import TransferNet
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists every device type it knows of
+        raise ValueError(
+            f"train.device: {name!r} is not a device (auto, cpu, cuda or cuda:N)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device: {name!r} asked for, but CUDA is not available")
     return device

@@ -184,7 +184,7 @@ def _recovers(c: Context) -> Measured:
 
 @claim(
     "boost_over_base",
-    "transfer boosts generalisation: AnB+ beats baseB (Table 1, all cuts)",
+    "transfer boosts generalisation: AnB+ beats baseB (the paper's Table 1, all cuts)",
     against_base=True,
 )
 def _boost_base(c: Context) -> Measured:
@@ -194,7 +194,7 @@ def _boost_base(c: Context) -> Measured:
 
 @claim(
     "boost_over_selffer",
-    "the boost is transfer, not training length: AnB+ beats BnB+ (Table 1, all cuts)",
+    "the boost is transfer, not training length: AnB+ beats BnB+ (the paper's Table 1, all cuts)",
 )
 def _boost_selffer(c: Context) -> Measured:
     values = c.points(c.random, diff("AnB+", "BnB+"), range(1, c.top + 1))

@@ -93,6 +93,8 @@ class TrainConfig(Section):
     eval_batch_size: Annotated[int, Field(ge=1)] = 1000
     eval_every: Annotated[int, Field(ge=1)] = 8  # epochs between validation scores (and the last)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null keeps torch's default
     progress: bool = True
 

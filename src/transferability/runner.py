@@ -34,7 +34,8 @@ from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan,
 
 
 def read_runs(path: Path) -> list[dict]:
-    """The rows of a results table ([] when there is none); a foreign table is an error."""
+    """The rows of a results table ([] when there is none); a foreign table is an error. A row
+    from before the `precision` column was trained in fp32, and reads so."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -46,7 +47,7 @@ def read_runs(path: Path) -> list[dict]:
                 f"{path} is not a results table of this project (no column "
                 f"{', '.join(sorted(missing))}); move it away or name another with --runs"
             )
-        return list(reader)
+        return [r | {"precision": r.get("precision") or "fp32"} for r in reader]
 
 
 def write_runs(path: Path, rows: list[dict]) -> None:
@@ -150,7 +151,7 @@ def run_study(
             _check_bases(study, jobs, left)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
-            f"{len(left)} to train on {study.device} ({_where(cfg)})"
+            f"{len(left)} to train on {study.device} in {study.precision} ({_where(cfg)})"
         )
         tracker = _tracker(cfg, study, everything, jobs, left, rows, log)
         failed: list[str] = []
@@ -295,7 +296,8 @@ def reproduce(
 ) -> list[dict]:
     """Retrain `networks` (bases first; copies use the retrained base) into `workdir` and compare
     each with its committed row: equal bit for bit when the row's machine is this kind of
-    machine, else within `tolerance` accuracy points (another processor takes another path)."""
+    machine, else within `tolerance` accuracy points (another processor takes another path).
+    They retrain in the precision their rows record, whatever train.precision says."""
     from transferability.study import machine
 
     committed = {r["network"]: r for r in read_runs(runs_path)}
@@ -303,8 +305,14 @@ def reproduce(
     unknown = [n for n in networks if n not in jobs or n not in committed]
     if unknown:
         raise ValueError(f"not in the configured study or not in {runs_path}: {unknown}")
+    precisions = sorted({committed[n]["precision"] for n in networks})
+    if len(precisions) > 1:
+        raise ValueError(f"the sample mixes precisions {precisions}: reproduce one at a time")
     local = cfg.model_copy(
-        update={"study": cfg.study.model_copy(update={"models_dir": str(workdir), "mlflow": False})}
+        update={
+            "study": cfg.study.model_copy(update={"models_dir": str(workdir), "mlflow": False}),
+            "train": cfg.train.model_copy(update={"precision": (precisions or ["auto"])[0]}),
+        }
     )
     study = Study(local, splits, dataset)
     order = sorted(networks, key=lambda n: jobs[n].treatment != "base")

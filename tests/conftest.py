@@ -63,6 +63,7 @@ def tiny_cfg(tmp_path):
             "model": {"arch": "cifar5", "width": 0.25},
             "train": {"epochs": 1, "batch_size": 32, "progress": False, "threads": 1},
             "study": {
+                "workers": 1,  # in this process: tests patch what it runs
                 "cuts": [1, 3],
                 "models_dir": str(tmp_path / "models"),
                 "results_dir": str(tmp_path / "results"),

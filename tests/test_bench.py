@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -52,3 +53,42 @@ def test_paths_take_turns_and_the_best_timing_counts(monkeypatch):
     img_s = bench.interleaved(paths, torch.device("cpu"), rounds=3)
     assert calls == ["a", "b"] * 3
     assert img_s == {"a": 100 / 2.0, "b": 10 / 0.5}
+
+
+def test_the_study_as_the_benchmark_trains_one_block_and_costs_each_profile(
+    tmp_path, monkeypatch, capsys
+):
+    """`bench --study`: one block trained as a study trains (in a temporary folder: nothing is
+    left in results/ or models/), its rates, and every profile's networks and work."""
+    monkeypatch.chdir(tmp_path)
+    data.save(learnable_dataset(n_train=20, n_test=5), tmp_path / "data/prepared/dataset.npz")
+    settings = [
+        "model.width=0.25",
+        "train.batch_size=16",
+        "train.epochs=1",
+        "train.progress=false",
+        "train.precision=fp32",
+        "data.val_per_class=4",
+        "study.cuts=[1]",
+        "study.treatments=[AnB]",
+        "study.workers=1",
+    ]
+    sets = [a for s in settings for a in ("--set", s)]
+    profiles = str(Path(__file__).resolve().parents[1] / "profiles.yaml")
+    args = ["bench", "--study", "--images", "64", "--rounds", "1", "--profiles", profiles]
+    monkeypatch.setattr(sys, "argv", ["transferability", *args, "--json", "s.json", *sets])
+    main()
+    out = capsys.readouterr().out
+    assert "networks per hour" in out and "compute bound (fp32" in out
+    figures = json.loads((tmp_path / "s.json").read_text())
+    # the first block: both bases and AnB at cut 1 in both directions; 5 classes x 16 images
+    assert (figures["block"], figures["networks"]) == ("random0/s0", 4)
+    assert figures["image_epochs"] == 4 * 5 * 16  # x 1 epoch
+    assert figures["networks_per_hour"] > 0 and figures["compute_bound_img_s"] > 0
+    # the profiles as configured (params: the defaults), not as --set shrank this run
+    assert {k: v[0] for k, v in figures["profiles"].items()} == {
+        "reference": 588,
+        "quick": 84,
+        "paper": 336,
+    }
+    assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()

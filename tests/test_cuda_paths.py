@@ -24,9 +24,9 @@ def test_the_bf16_autocast_branch_computes_the_same_network():
     net = build(NetConfig("cifar5", 5, width=0.25, dropout=0.0), 0)
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 5, (32,))
     cpu = torch.device("cpu")
-    with autocast(cpu):
+    with autocast(cpu, "fp32"):
         ref = net(x)
-    with autocast(cpu, enabled=True):
+    with autocast(cpu, "bf16"):
         low = net(x)
         loss = F.cross_entropy(low, y)
     assert ref.dtype == torch.float32 and low.dtype == torch.bfloat16
@@ -34,12 +34,12 @@ def test_the_bf16_autocast_branch_computes_the_same_network():
     assert loss.dtype == torch.float32
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     for _ in range(5):
-        with autocast(cpu, enabled=True):
+        with autocast(cpu, "bf16"):
             loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with autocast(cpu, enabled=True):
+    with autocast(cpu, "bf16"):
         assert F.cross_entropy(net(x), y) < F.cross_entropy(ref, y)
 
 

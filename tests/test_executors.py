@@ -72,6 +72,10 @@ def test_executors_give_the_same_rows_and_runs_as_one_process(
     strip = [{k: r[k] for k in SAME if k != "checkpoint"} for r in serial]
     assert strip == [{k: r[k] for k in SAME if k != "checkpoint"} for r in other]
     assert serial_runs == other_runs and len(serial_runs) == 22
+    # bases train before the transfers that copy them: each copied this run's base
+    md5 = {r["network"]: r["checkpoint_md5"] for r in other}
+    copies = [r for r in other if r["source_network"]]
+    assert copies and all(r["source_md5"] == md5[r["source_network"]] for r in copies)
 
 
 def test_a_failing_network_is_retried_then_reported_without_losing_the_others(

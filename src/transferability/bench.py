@@ -6,15 +6,22 @@ On the same network and data it measures training images/s for
 (3) the compute bound: the same training step repeated on one pre-made batch, no input work;
 and evaluation images/s, and the FLOP/s that (2) achieves. From (2) it estimates a profile's
 wall time; with a results table it also reports the measured one. On a GPU it adds the
-device's peak FLOP/s and the peak memory.
+device's peak FLOP/s and the peak memory. (2) and (3) run in train.precision.
+
+With ``--study`` the benchmark is the study itself: one block of the configured study trained
+as a study trains (its executor, workers and threads), timed from outside: networks per hour
+and image-epochs per second, beside the compute bound (3) in the same precision, and each
+profile's cost at that rate.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +31,14 @@ from transferability.data import Dataset, TaskData, task_view
 from transferability.models import NetConfig, build
 from transferability.splits import Split
 from transferability.study import plan
-from transferability.train import DeviceTask, evaluate, optimizer_for, train, train_step
+from transferability.train import (
+    DeviceTask,
+    evaluate,
+    optimizer_for,
+    resolve_precision,
+    train,
+    train_step,
+)
 
 # dense bf16 tensor-core peaks (FLOP/s), by a substring of torch.cuda.get_device_name()
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -41,6 +55,7 @@ class Bench:
     batch_size: int
     images: int
     rounds: int
+    precision: str = "fp32"
     flop_per_img: float | None = None
     achieved_flop_s: float | None = None
     peak_flop_s: float | None = None
@@ -133,7 +148,9 @@ def dataloader_epoch(task: TaskData, cfg: Config, model, workers: int) -> TimedP
     return len(loader) * cfg.train.batch_size, epoch
 
 
-def compute_bound_steps(data: DeviceTask, cfg: Config, model, steps: int) -> TimedPath:
+def compute_bound_steps(
+    data: DeviceTask, cfg: Config, model, steps: int, precision: str = "fp32"
+) -> TimedPath:
     """The training step alone (`train_step`, as `train` runs it), repeated on one pre-made
     batch: no input work at all."""
     device = data.train_x.device
@@ -145,7 +162,7 @@ def compute_bound_steps(data: DeviceTask, cfg: Config, model, steps: int) -> Tim
 
     def run():
         for _ in range(steps):
-            train_step(model, opt, x, y)
+            train_step(model, opt, x, y, precision=precision)
 
     return steps * len(x), run
 
@@ -194,7 +211,8 @@ def run_bench(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
-    bound = compute_bound_steps(data, cfg, fresh(), steps)
+    precision = resolve_precision(cfg.train.precision, device)
+    bound = compute_bound_steps(data, cfg, fresh(), steps, precision)
 
     one_epoch = cfg.train.model_copy(update={"epochs": 1, "progress": False, "warmup_epochs": 0})
     model = fresh()
@@ -203,7 +221,7 @@ def run_bench(
         train(fresh(), data, one_epoch, seed=0)
 
     def evaluation():
-        evaluate(model, data, data.test_x, data.test_y, cfg.train.eval_batch_size)
+        evaluate(model, data, data.test_x, data.test_y, cfg.train.eval_batch_size, precision)
 
     paths = {
         "dataloader": loader,
@@ -227,6 +245,7 @@ def run_bench(
         cfg.train.batch_size,
         len(data.train_x),
         rounds,
+        precision,
     )
     bench.flop_per_img = flop_per_image(fresh(), data, cfg.train.batch_size)
     bench.achieved_flop_s = bench.flop_per_img * bench.project_img_s
@@ -258,8 +277,8 @@ def estimate_study(
 def table(b: Bench) -> str:
     r = b.ratios
     lines = [
-        f"device {b.device}, {b.threads} CPU threads, batch {b.batch_size}, {b.images} images, "
-        f"best of {b.rounds} interleaved rounds",
+        f"device {b.device}, {b.precision}, {b.threads} CPU threads, batch {b.batch_size}, "
+        f"{b.images} images, best of {b.rounds} interleaved rounds",
         f"{'path':<44}{'images/s':>12}",
         f"{'(1) DataLoader + PIL + per-sample transforms':<44}{b.dataloader_img_s:>12.0f}",
         f"{'(2) project: device-resident uint8, batch aug':<44}{b.project_img_s:>12.0f}",
@@ -302,3 +321,164 @@ def measured_seconds(runs_csv) -> float | None:
         return float(pd.read_csv(runs_csv)["seconds"].sum())
     except (OSError, KeyError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------- the study as the benchmark
+
+
+EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
+
+
+def evaluations(cfg: Config) -> int:
+    """Validation scores one network takes: every train.eval_every epochs and after the last."""
+    t = cfg.train
+    return t.epochs // t.eval_every + (t.epochs % t.eval_every > 0)
+
+
+@dataclass
+class StudyBench:
+    block: str  # split/seed
+    networks: int
+    image_epochs: int  # training images x epochs, summed over the networks
+    eval_images: int  # validation and test images scored, summed over the networks
+    seconds: float  # wall time of the whole slice: worker start-up, training, evaluation
+    device: str
+    precision: str
+    layout: str  # e.g. "2 local workers x 1 thread"
+    compute_bound_img_s: float
+    bound_threads: int
+    # name: (networks, training image-epochs, evaluated images)
+    profiles: dict[str, tuple[int, int, int]] | None = None
+
+    @property
+    def networks_per_hour(self) -> float:
+        return 3600 * self.networks / self.seconds
+
+    @property
+    def image_epochs_s(self) -> float:
+        return self.image_epochs / self.seconds
+
+    @property
+    def work_s(self) -> float:
+        """Training image-epochs per second, an evaluated image counted as EVAL_COST of one:
+        the rate that carries over to a profile whose share of evaluation is another."""
+        return (self.image_epochs + EVAL_COST * self.eval_images) / self.seconds
+
+
+def study_work(cfg: Config, dataset: Dataset, splits: list[Split]) -> tuple[int, int, int]:
+    """The networks of the study `cfg` configures, their training image-epochs and the images
+    they score (validation and test)."""
+    d = cfg.data
+
+    def per_class(labels) -> dict[str, int]:
+        return {c: int((labels == i).sum()) for i, c in enumerate(dataset.classes)}
+
+    trained = {
+        c: max(0, min(n - d.val_per_class, d.train_per_class or n))
+        for c, n in per_class(dataset.train_y).items()
+    }
+    test = {c: min(n, d.test_per_class or n) for c, n in per_class(dataset.test_y).items()}
+    by_name = {s.name: s for s in splits}
+    jobs = plan(cfg, splits)
+    classes = [c for j in jobs for c in by_name[j.split].classes(j.target_task)]
+    scored = sum(evaluations(cfg) * d.val_per_class + test[c] for c in classes)
+    return len(jobs), cfg.train.epochs * sum(trained[c] for c in classes), scored
+
+
+def layout(cfg: Config) -> str:
+    """How the study's networks share the machine: workers x threads."""
+    ex = cfg.study
+    if ex.executor == "ray":
+        return f"ray tasks x {cfg.train.threads or 1} thread(s)"
+    if ex.workers > 1:
+        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // ex.workers)
+        return f"{ex.workers} local workers x {threads} thread(s)"
+    return f"1 process x {cfg.train.threads or torch.get_num_threads()} thread(s)"
+
+
+def run_study_bench(
+    cfg: Config,
+    dataset: Dataset,
+    splits: list[Split],
+    workdir: Path,
+    images: int,
+    rounds: int,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> StudyBench:
+    """Train the first block of the configured study (bases, then transfers, as `run_study`
+    does: same executor, workers and threads) into `workdir`, and time it; then time the
+    compute bound (3) in the same precision, in this process, on `images` images."""
+    from transferability.runner import run_study
+
+    first = plan(cfg, splits)[0]
+    split = next(s for s in splits if s.name == first.split)
+    study = cfg.study.model_copy(
+        update={
+            "seeds": [first.seed],
+            "dissimilar_seeds": [first.seed],
+            "models_dir": str(Path(workdir, "models")),
+            "results_dir": str(workdir),
+            "mlflow": False,
+        }
+    )
+    block = cfg.model_copy(update={"study": study})
+    start = time.perf_counter()
+    rows = run_study(block, [split], dataset, Path(workdir, "runs.csv"), log=log)
+    seconds = time.perf_counter() - start
+
+    torch.set_flush_denormal(True)  # as run_bench: the repeated batch must not slow the bound
+    precision = resolve_precision(cfg.train.precision, device)
+    classes = split.classes("A")
+    task = task_view(dataset, classes, max(1, images // len(classes)), 1)
+    data = DeviceTask.from_task(task, device)
+    net = NetConfig(
+        cfg.model.arch, len(classes), cfg.model.width, dataset.image_size, cfg.model.dropout
+    )
+    model = build(net, 0).to(device=device, memory_format=torch.channels_last)
+    steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
+    bound = compute_bound_steps(data, cfg, model, steps, precision)
+    bound[1]()  # warm-up
+    img_s = interleaved({"bound": bound}, device, rounds)["bound"]
+    return StudyBench(
+        f"{first.split}/s{first.seed}",
+        len(rows),
+        sum(int(r["train_images"]) * int(r["epochs"]) for r in rows),
+        sum(int(r["val_images"]) * evaluations(cfg) + int(r["test_images"]) for r in rows),
+        seconds,
+        str(device),
+        precision,
+        layout(cfg),
+        img_s,
+        torch.get_num_threads(),
+    )
+
+
+def study_table(b: StudyBench) -> str:
+    lines = [
+        f"one block of the study ({b.block}): {b.networks} networks on {b.device} in "
+        f"{b.precision}, {b.layout}",
+        f"{'wall time (start-up, training, evaluation)':<48}{b.seconds:>12.1f} s",
+        f"{'networks per hour':<48}{b.networks_per_hour:>12.0f}",
+        f"{'image-epochs per second (training images)':<48}{b.image_epochs_s:>12.0f}",
+        f"{f'compute bound ({b.precision}, 1 process x {b.bound_threads} threads)':<48}"
+        f"{b.compute_bound_img_s:>12.0f} images/s",
+        f"study / compute bound: {b.image_epochs_s / b.compute_bound_img_s:.2f}",
+    ]
+    for name, (networks, trained, scored) in (b.profiles or {}).items():
+        hours = (trained + EVAL_COST * scored) / b.work_s / 3600
+        lines.append(
+            f"profile {name}: {networks} networks, {trained / 1e6:.1f}M image-epochs and "
+            f"{scored / 1e6:.1f}M images scored: {hours:.1f} h at this rate"
+        )
+    return "\n".join(lines)
+
+
+def study_json(b: StudyBench) -> dict:
+    from dataclasses import asdict
+
+    return asdict(b) | {
+        "networks_per_hour": b.networks_per_hour,
+        "image_epochs_s": b.image_epochs_s,
+        "work_s": b.work_s,
+    }

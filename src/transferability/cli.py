@@ -313,8 +313,25 @@ def study(cfg, trust_rows):
 )
 @click.option("--loader-workers", default=2, show_default=True, help="DataLoader workers.")
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
-def bench(cfg, images, rounds, loader_workers, json_path):
-    """Training images/s: DataLoader pipeline vs the project's path vs the compute bound."""
+@click.option(
+    "--study",
+    "study_mode",
+    is_flag=True,
+    help="Time the study itself instead: train the first block of the configured study "
+    "(shrink it with --set, e.g. train.epochs=4 study.cuts=[1,3]) as a study trains, in a "
+    "temporary folder; networks per hour and image-epochs per second beside the compute "
+    "bound, and each profile's cost at that rate.",
+)
+@click.option(
+    "--profiles",
+    "profiles_path",
+    default="profiles.yaml",
+    show_default=True,
+    help="With --study: the profiles to cost (and the reference, --params as it is).",
+)
+def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_path):
+    """Training images/s: DataLoader pipeline vs the project's path vs the compute bound; with
+    --study, the networks per hour of a block of the study."""
     import torch
 
     from transferability.bench import as_json, measured_seconds, run_bench, table
@@ -324,16 +341,42 @@ def bench(cfg, images, rounds, loader_workers, json_path):
         torch.set_num_threads(cfg.train.threads)
     ds = _dataset(cfg)
     splits = configured_splits(cfg, ds.classes)
-    measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-    b = run_bench(
-        cfg, ds, splits, images, rounds, loader_workers, resolve_device(cfg.train.device), measured
-    )
-    click.echo(table(b))
+    device = resolve_device(cfg.train.device)
+    if study_mode:
+        figures = _bench_study(cfg, ds, splits, images, rounds, device, profiles_path)
+    else:
+        measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
+        b = run_bench(cfg, ds, splits, images, rounds, loader_workers, device, measured)
+        click.echo(table(b))
+        figures = as_json(b)
     if json_path:
         from transferability.io import write_json
 
-        write_json(json_path, as_json(b))
+        write_json(json_path, figures)
         click.echo(f"figures → {json_path}")
+
+
+def _bench_study(cfg, ds, splits, images, rounds, device, profiles_path) -> dict:
+    """`bench --study`: one block of the study timed, and each profile's cost at its rate."""
+    import tempfile
+
+    import yaml
+
+    from transferability.bench import run_study_bench, study_json, study_table, study_work
+
+    with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
+        b = run_study_bench(cfg, ds, splits, Path(tmp), images, rounds, device, log=click.echo)
+    params = click.get_current_context().params["params_path"]
+    names = ["reference"]
+    if Path(profiles_path).is_file():
+        names += list(yaml.safe_load(Path(profiles_path).read_text()) or {})
+    b.profiles = {}
+    for name in names:
+        over = [] if name == "reference" else config_mod.profile_overrides(name, profiles_path)
+        p = config_mod.load(params, over)
+        b.profiles[name] = study_work(p, ds, configured_splits(p, ds.classes))
+    click.echo(study_table(b))
+    return study_json(b)
 
 
 def _ints(text: str, name: str) -> list[int]:

@@ -114,7 +114,10 @@ class TrainConfig(Section):
     eval_batch_size: Annotated[int, Field(ge=1)] = 1000
     eval_every: Annotated[int, Field(ge=1)] = 8  # epochs between validation scores (and the last)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null keeps torch's default
+    # auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # CPU threads per network; null: torch's default, or cores / study.workers in local workers
+    threads: Annotated[int, Field(ge=1)] | None = None
     progress: bool = True
 
 
@@ -130,7 +133,7 @@ class StudyConfig(Section):
     mlflow: bool = True  # log every network as an MLflow run
     # where networks train: local (this machine; workers > 1 runs that many processes) or ray
     executor: Literal["local", "ray"] = "local"
-    workers: Annotated[int, Field(ge=1)] = 1
+    workers: Annotated[int, Field(ge=1)] = 2  # each with train.threads (null: cores / workers)
     retries: Annotated[int, Field(ge=0)] = 1  # a failed network is retried, then reported
     gpus_per_network: Annotated[float, Field(gt=0, le=8)] = 0.25  # ray: GPU share per task
 

@@ -26,7 +26,7 @@ from transferability.io import atomic_write
 from transferability.models import build, copy_layers
 from transferability.splits import Split
 from transferability.study import Study, base_job, derive_seed, machine
-from transferability.train import train
+from transferability.train import resolve_device, resolve_precision, train
 
 COLUMNS = [
     "split",
@@ -43,27 +43,43 @@ COLUMNS = [
     "recipe",
     "settings",
     "machine",
+    "precision",  # what the base trained in (a table from before the column: fp32)
 ]
 
 
+def precision_of(cfg: Config) -> str:
+    """train.precision, resolved on this machine."""
+    return resolve_precision(cfg.train.precision, resolve_device(cfg.train.device))
+
+
 def recipe_id(cfg: Config) -> str:
-    """A hash of the settings that shape training other than the budget itself."""
-    ident = {
-        "model": cfg.model.model_dump(),
-        "train": cfg.train.model_dump(
-            exclude={"epochs", "device", "threads", "progress", "eval_batch_size", "eval_every"}
-        ),
-        "val": cfg.data.val_per_class,
-    }
+    """A hash of the settings that shape training other than the budget itself; the precision
+    counts only when it is not fp32 (as in `Study.fingerprint`)."""
+    train = cfg.train.model_dump(
+        exclude={
+            "epochs",
+            "device",
+            "threads",
+            "progress",
+            "eval_batch_size",
+            "eval_every",
+            "precision",
+        }
+    )
+    precision = precision_of(cfg)
+    if precision != "fp32":
+        train["precision"] = precision
+    ident = {"model": cfg.model.model_dump(), "train": train, "val": cfg.data.val_per_class}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def recipe_text(cfg: Config) -> str:
     """The recipe's main settings in words, for tables and plots (recipe_id is the identity)."""
     t = cfg.train
+    bf16 = ", bf16" if precision_of(cfg) != "fp32" else ""
     return (
         f"batch {t.batch_size}, lr {t.lr:g}, {t.schedule}, dropout {cfg.model.dropout:g}, "
-        f"{t.crop_fill} crops, {cfg.model.init} init"
+        f"{t.crop_fill} crops, {cfg.model.init} init{bf16}"
     )
 
 
@@ -101,6 +117,7 @@ def budget_run(
         "recipe": recipe_id(cfg),
         "settings": recipe_text(cfg),
         "machine": machine(),
+        "precision": base.precision,
     }
 
 
@@ -126,7 +143,9 @@ def run_pilot(
 
 def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selffer):
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
-    rows = done.to_dict("records")
+    if "precision" not in done:
+        done["precision"] = "fp32"
+    rows = done.fillna({"precision": "fp32"}).to_dict("records")
     recipe = recipe_id(cfg)
     have = {
         (r["per_class"], r["epochs"], r["task"], r["seed"])

@@ -54,7 +54,8 @@ def read_runs(path: Path) -> list[dict]:
     """The rows of a results table ([] when there is none), checked line by line: a foreign
     table, a network on two lines (as a merge leaves it), a line with too many or too few
     fields, or an accuracy that is not a number in [0, 1] is a `TableError` naming the line.
-    Columns this project does not write are kept (and written back by `write_runs`)."""
+    Columns this project does not write are kept (and written back by `write_runs`). A row
+    from before the `precision` column was trained in fp32, and reads so."""
     path = Path(path)
     if not path.exists():
         return []
@@ -90,7 +91,7 @@ def read_runs(path: Path) -> list[dict]:
                     "checkpoint's, delete the other"
                 )
             lines[name] = reader.line_num
-            rows.append(row)
+            rows.append(row | {"precision": row.get("precision") or "fp32"})
     return rows
 
 
@@ -348,7 +349,7 @@ def run_study(
             _check_bases(study, jobs, left, known | rows)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
-            f"{len(left)} to train on {study.device} ({_where(cfg)})"
+            f"{len(left)} to train on {study.device} in {study.precision} ({_where(cfg)})"
         )
         for name, why in reasons.items():
             log(f"{name}: retrained: {why}")
@@ -546,7 +547,8 @@ def reproduce(
     each with its committed row: equal bit for bit when the row's machine is this kind of
     machine, else within `tolerance` accuracy points (another processor takes another path).
     On the same kind of processor a network is retrained with the thread count its row records
-    (another count sums in another order), whatever train.threads or OMP_NUM_THREADS say."""
+    (another count sums in another order), whatever train.threads or OMP_NUM_THREADS say; every
+    network retrains in the precision its row records, whatever train.precision says."""
     from transferability.study import processor
 
     committed = {r["network"]: r for r in read_runs(runs_path)}
@@ -554,8 +556,14 @@ def reproduce(
     unknown = [n for n in networks if n not in jobs or n not in committed]
     if unknown:
         raise ValueError(f"not in the configured study or not in {runs_path}: {unknown}")
+    precisions = sorted({committed[n]["precision"] for n in networks})
+    if len(precisions) > 1:
+        raise ValueError(f"the sample mixes precisions {precisions}: reproduce one at a time")
     local = cfg.model_copy(
-        update={"study": cfg.study.model_copy(update={"models_dir": str(workdir), "mlflow": False})}
+        update={
+            "study": cfg.study.model_copy(update={"models_dir": str(workdir), "mlflow": False}),
+            "train": cfg.train.model_copy(update={"precision": (precisions or ["auto"])[0]}),
+        }
     )
     study = Study(local, splits, dataset)
     order = sorted(networks, key=lambda n: jobs[n].treatment != "base")

@@ -45,7 +45,7 @@ from transferability.models import (
     save_checkpoint,
 )
 from transferability.splits import Split
-from transferability.train import DeviceTask, resolve_device, train
+from transferability.train import DeviceTask, resolve_device, resolve_precision, train
 
 COPY_FROM_TARGET = {"BnB", "BnB+"}
 COPY_FROM_SOURCE = {"AnB", "AnB+"}
@@ -79,6 +79,7 @@ COLUMNS = [
     "source_md5",
     "fingerprint",
     "machine",
+    "precision",  # fp32 | bf16: what it trained in (a table from before the column: fp32)
 ]
 
 
@@ -222,17 +223,23 @@ class Study:
         self.splits = {s.name: s for s in splits}
         self.dataset = dataset
         self.device = resolve_device(cfg.train.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
         self._tasks: dict[tuple[str, str], DeviceTask] = {}
 
     # ------------------------------------------------------------------ identity
 
     def fingerprint(self, job: Job) -> str:
-        """A hash of everything that determines a network; a changed setting retrains it."""
+        """A hash of everything that determines a network; a changed setting retrains it.
+
+        The precision it trains in counts only when it is not fp32, so that the networks
+        trained before the setting existed (all fp32) keep their fingerprints."""
         c = self.cfg
         split = self.splits[job.split]
         train_cfg = c.train.model_dump(
-            exclude={"device", "threads", "progress", "eval_batch_size", "eval_every"}
+            exclude={"device", "threads", "progress", "eval_batch_size", "eval_every", "precision"}
         )
+        if self.precision != "fp32":
+            train_cfg["precision"] = self.precision
         ident = {
             "job": job.identity,
             "classes": [list(split.A), list(split.B)],
@@ -356,6 +363,7 @@ class Study:
             "n": job.n,
             "seed": job.seed,
             "fingerprint": fingerprint,
+            "precision": result.precision,
             "source_md5": source_md5,
             "classes": self.splits[job.split].classes(job.target_task),
             "history": result.history,
@@ -389,5 +397,6 @@ class Study:
             "source_md5": source_md5,
             "fingerprint": fingerprint,
             "machine": machine(),
+            "precision": result.precision,
         }
         return row, result.history

@@ -438,6 +438,7 @@ class Tracker:
             "checkpoint": ckpt.as_posix(),
             "checkpoint_md5": md5_file(ckpt) if ckpt.is_file() else "-",
             "fingerprint": row["fingerprint"],
+            "precision": row.get("precision") or "fp32",
         }
         end = int(time.time() * 1000)  # logged when it finished: give the run its real span
         start = end - int(float(row["seconds"]) * 1000)

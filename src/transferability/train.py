@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,8 @@ from tqdm import tqdm
 from transferability.config import TrainConfig
 from transferability.data import TaskData
 from transferability.models import TransferNet
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,11 +92,39 @@ def batch_crop_flip(
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
-def autocast(device: torch.device, enabled: bool | None = None):
-    """bf16 mixed precision on CUDA; none on the CPU (bf16 autocast was 25x slower there).
-    `enabled` forces it either way (the tests run the CUDA branch on the CPU)."""
-    on = device.type == "cuda" if enabled is None else enabled
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as PyTorch reports it;
+    False where this PyTorch cannot tell. Without it bf16 is emulated and far slower."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # a build without the capability report: assume no
+            continue
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The precision a network trains and is evaluated in: ``auto`` takes bf16 on CUDA and on
+    CPUs with native bf16, fp32 elsewhere. bf16 asked for on a CPU without native bf16 is
+    allowed (rows trained in bf16 elsewhere can be reproduced), with a warning: it is emulated."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" or native_bf16() else "fp32"
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision: {name!r} is not one of auto, {', '.join(PRECISIONS)}")
+    if name == "bf16" and device.type == "cpu" and not native_bf16():
+        warnings.warn(
+            "train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) is "
+            "emulated: the same network, but many times slower than fp32 (BENCHMARKS.md)",
+            stacklevel=2,
+        )
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 mixed precision (torch.autocast) when `precision` (resolved) is bf16; none in fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -110,13 +141,20 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: TransferNet, data: DeviceTask, x: torch.Tensor, y: torch.Tensor, bs: int):
+def evaluate(
+    model: TransferNet,
+    data: DeviceTask,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bs: int,
+    precision: str = "fp32",
+):
     """Accuracy of `model` on (x, y), in large batches, one host sync at the end."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for i in range(0, len(x), bs):
-        with autocast(x.device):
+        with autocast(x.device, precision):
             out = model(data.normalise(x[i : i + bs]))
         correct += (out.argmax(1) == y[i : i + bs]).sum()
     model.train(was_training)
@@ -147,9 +185,10 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     label_smoothing: float = 0.0,
+    precision: str = "fp32",
 ):
-    """One optimizer step on a normalised batch (bf16 autocast on CUDA); returns logits, loss."""
-    with autocast(x.device):
+    """One optimizer step on a normalised batch (in `precision`, resolved); returns logits, loss."""
+    with autocast(x.device, precision):
         out = model(x)
         loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
@@ -166,6 +205,7 @@ class TrainResult:
     train_loss: float
     seconds: float
     history: list[dict] = field(default_factory=list)
+    precision: str = "fp32"  # what it trained in (train.precision, resolved)
 
 
 def train(
@@ -180,9 +220,11 @@ def train(
     Validation accuracy is recorded every cfg.eval_every epochs and at the end (convergence is
     judged on it); the test set is scored once, at the end, and chooses nothing. The seed fixes
     the batch order, the augmentation and dropout, so that on the CPU the same seed gives the
-    same numbers. A non-finite training loss stops with `TrainingDiverged`.
+    same numbers. Training and evaluation run in train.precision (`resolve_precision`). A
+    non-finite training loss stops with `TrainingDiverged`.
     """
     device = data.train_x.device
+    precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     model.to(device=device, memory_format=torch.channels_last).train()
@@ -214,7 +256,9 @@ def train(
                     xb = batch_crop_flip(xb, cfg.crop_padding, gen, cfg.crop_fill)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(cfg, step, steps_per_epoch)
-                out, loss = train_step(model, opt, data.normalise(xb), yb, cfg.label_smoothing)
+                out, loss = train_step(
+                    model, opt, data.normalise(xb), yb, cfg.label_smoothing, precision
+                )
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.detach().argmax(1) == yb).sum()
                 step += 1
@@ -235,9 +279,9 @@ def train(
                 )
             final = epoch + 1 == cfg.epochs
             if len(data.val_x) and (final or (epoch + 1) % cfg.eval_every == 0):
-                record["val_acc"] = evaluate(model, data, data.val_x, data.val_y, bs)
+                record["val_acc"] = evaluate(model, data, data.val_x, data.val_y, bs, precision)
             if final:
-                record["test_acc"] = evaluate(model, data, data.test_x, data.test_y, bs)
+                record["test_acc"] = evaluate(model, data, data.test_x, data.test_y, bs, precision)
             history.append(record)
             if not bar.disable:
                 bar.set_postfix(
@@ -254,4 +298,5 @@ def train(
         train_loss=last["train_loss"],
         seconds=time.perf_counter() - start,
         history=history,
+        precision=precision,
     )

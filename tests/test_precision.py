@@ -118,7 +118,9 @@ def test_a_cpu_with_native_bf16_trains_and_records_bf16(tiny_study, tmp_path, mo
 
 def test_tables_from_before_the_column_read_as_fp32(tmp_path):
     old = [c for c in COLUMNS if c != "precision"]
-    (tmp_path / "runs.csv").write_text(",".join(old) + "\n" + ",".join(["x"] * len(old)) + "\n")
+    numbers = {"test_acc": "0.5", "val_acc": "0.5", "train_acc": "0.5", "train_loss": "1.0"}
+    row = dict.fromkeys(old, "x") | numbers | {"seconds": "1.0", "network": "random0/s0/baseA"}
+    (tmp_path / "runs.csv").write_text(",".join(old) + "\n" + ",".join(row[c] for c in old) + "\n")
     rows = read_runs(tmp_path / "runs.csv")
     assert rows[0]["precision"] == "fp32"
     write_runs(tmp_path / "again.csv", rows)

@@ -1,6 +1,12 @@
-"""Hand-made results tables shared by the analysis, beyond-the-paper and report tests."""
+"""Shared test helpers: hand-made results tables (analysis, beyond-the-paper and report tests)
+and what `make repro` would run (profile and fault tests)."""
+
+import subprocess
+from pathlib import Path
 
 import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
 
 L = 5  # cifar5: cuts 1..4
 
@@ -62,3 +68,25 @@ def sweep_rows(blocks, boost, sizes=(25, 100), study_size=250):
                 r["network"] = f"size{size}/{r['network']}"
                 r["train_images"] = size * 5
     return study, pd.DataFrame(rows)
+
+
+def make_repro_dry(*args: str) -> str:
+    """The line that `make -n repro ARGS` would run dvc with."""
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", "repro", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return next(ln for ln in reversed(out.stdout.splitlines()) if "bin/dvc " in ln)
+
+
+def shell_words(cmd: str) -> list[str]:
+    """The words bash splits `cmd` into (its quoting applied): what a program is handed."""
+    return subprocess.run(
+        ["bash", "-c", f'w() {{ printf "%s\\n" "$@"; }}; w {cmd}'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()

@@ -37,6 +37,7 @@ from transferability.splits import make_splits
 from transferability.study import COLUMNS, CheckpointMismatch, processor
 
 from .conftest import make_image_folder
+from .factories import make_repro_dry, shell_words
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda *_: None}
@@ -435,20 +436,8 @@ def test_a_device_or_fifo_as_data_source_is_refused_not_read(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_repro_keeps_a_data_path_with_a_space_whole(tmp_path):
     path = tmp_path / "dir with a space" / "cifar.tar.gz"
-    out = subprocess.run(
-        ["make", "-n", "-C", str(ROOT), "repro", f"DATA={path}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (line,) = [x for x in out.splitlines() if "dvc exp run" in x]
-    cmd = line[line.index("dvc exp run") :]
-    argv = subprocess.run(
-        ["bash", "-c", f'args() {{ printf "%s\\n" "$@"; }}; args {cmd[len("dvc ") :]}'],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    line = make_repro_dry(f"DATA={path}")
+    argv = shell_words(line[line.index("dvc exp run") + len("dvc ") :])
     assert f"data.source='{path}'" in argv and argv.count("-S") == 1, argv
 
 

@@ -11,6 +11,8 @@ import yaml
 
 from transferability import config
 
+from .factories import make_repro_dry, shell_words
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
 PROFILES = ["reference", *yaml.safe_load((ROOT / "profiles.yaml").read_text())]
@@ -76,26 +78,13 @@ def test_make_repro_with_data_rewrites_no_tracked_file():
     """`make repro DATA=...` runs the reference as an experiment (-S data.source=...) rather
     than editing params.yaml; without DATA it is `dvc repro`."""
 
-    def dry(*args):
-        out = subprocess.run(
-            ["make", "--no-print-directory", "-n", "repro", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return next(ln for ln in reversed(out.stdout.splitlines()) if "bin/dvc " in ln)
+    dry = make_repro_dry
 
     with_data = dry("DATA=/somewhere/cifar10")
     assert "dvc exp run --temp --name reference" in with_data
     # the words the shell hands dvc (the path is quoted for it and for Hydra)
     cmd = with_data[with_data.index("exp run") :]
-    words = subprocess.run(
-        ["bash", "-c", f'w() {{ printf "%s\\n" "$@"; }}; w {cmd}'],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    words = shell_words(cmd)
     assert words[-2:] == ["-S", "data.source='/somewhere/cifar10'"], words
     assert dry().endswith("dvc repro")
     makefile = (ROOT / "Makefile").read_text()

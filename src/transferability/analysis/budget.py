@@ -165,6 +165,14 @@ def first_within(curve: pd.DataFrame, level: float, margin: float) -> pd.Series 
     return hit.iloc[0] if len(hit) else None
 
 
+def chosen_budget(pilot: pd.DataFrame | None) -> list[int] | None:
+    """[per_class, epochs] of the budget the pilot's rule chose (pilot_budgets.csv), or None."""
+    if pilot is None or pilot.empty:
+        return None
+    chosen = pilot[pilot.chosen.astype(str).str.lower().eq("true")]
+    return [int(chosen.iloc[0].per_class), int(chosen.iloc[0].epochs)] if len(chosen) else None
+
+
 def budget_regime(runs: pd.DataFrame, pilot: pd.DataFrame | None) -> dict:
     """The study's budget beside the convergence pilot's choice (pilot_budgets.csv)."""
     bases = runs[runs.treatment == "base"]
@@ -175,9 +183,7 @@ def budget_regime(runs: pd.DataFrame, pilot: pd.DataFrame | None) -> dict:
     epochs = None if math.isnan(epochs) else int(epochs)
     out = {"per_class": per_class, "epochs": epochs, "pilot_chosen": None, "converged": None}
     if pilot is not None and len(pilot):
-        chosen = pilot[pilot.chosen.astype(bool)]
-        if len(chosen):
-            out["pilot_chosen"] = [int(chosen.iloc[0].per_class), int(chosen.iloc[0].epochs)]
+        out["pilot_chosen"] = chosen_budget(pilot)
         here = pilot[(pilot.per_class == per_class) & (pilot.epochs == epochs)]
         out["converged"] = bool(here.converged.astype(bool).iloc[0]) if len(here) else None
         out["seed_sd"] = float(pilot.seed_sd.iloc[0])

@@ -316,6 +316,17 @@ def gates(c: Context, pilot_converged: bool | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=GATE_COLUMNS)
 
 
+def blocking(gate_table: pd.DataFrame) -> list[str]:
+    """Why the claims measured against baseB cannot be tested: every failed gate, and every
+    gate left unchecked but the pilot's (a study without a pilot rests on its own gates); an
+    empty list when the gates pass."""
+    return [gate_reason(g) for g in gate_table.itertuples() if g.status == "failed"] + [
+        f"{g.gate} not checked"
+        for g in gate_table.itertuples()
+        if g.status == "not checked" and g.gate != "pilot_converged"
+    ]
+
+
 def gate_reason(g) -> str:
     """Why a failed gate blocks the claims measured against baseB, with its numbers."""
     if g.gate == "pilot_converged":
@@ -446,11 +457,7 @@ def evaluate(
     """(claims, gates): every registered claim's row (COLUMNS) and the gates' table."""
     rules, alpha = c.rules, 1 - c.rules.confidence
     gate_table = gates(c, pilot_converged)
-    failed_gates = [gate_reason(g) for g in gate_table.itertuples() if g.status == "failed"] + [
-        f"{g.gate} not checked"
-        for g in gate_table.itertuples()
-        if g.status == "not checked" and g.gate != "pilot_converged"
-    ]
+    failed_gates = blocking(gate_table)
     rows, measured = [], {}
     for name, cl in REGISTRY.items():
         m = cl.measure(c)

@@ -8,6 +8,8 @@ import math
 
 import pandas as pd
 
+from transferability.analysis.budget import chosen_budget
+
 
 def _num(x) -> float | None:
     x = float(x)
@@ -30,11 +32,6 @@ def report_facts(
     rnb = gaps[(gaps.split_kind == "random") & (gaps.gap == "random_frozen_drop")]
     rnb = rnb.set_index("n").estimate if len(rnb) else pd.Series(dtype=float)
     has_rnb = top in rnb.index
-    chosen = (
-        pilot_budgets[pilot_budgets.chosen.astype(str).str.lower().eq("true")]
-        if pilot_budgets is not None and len(pilot_budgets)
-        else pd.DataFrame()
-    )
     return {
         "blocks_total": int(sum(blocks.values())),
         "df": {k: max(v - 1, 0) for k, v in blocks.items()},
@@ -55,9 +52,7 @@ def report_facts(
             "peaks_below_top": bool(has_rnb and rnb.idxmax() < top),
         },
         "pilot": {
-            "chosen": (
-                [int(chosen.iloc[0].per_class), int(chosen.iloc[0].epochs)] if len(chosen) else None
-            ),
+            "chosen": chosen_budget(pilot_budgets),
             "seconds": float(pilot_runs.seconds.sum()) if pilot_runs is not None else None,
         },
         "datasize_blocks": int(datasize.blocks.max()) if _has(datasize) else 0,

@@ -24,7 +24,7 @@ from transferability.analysis.blocks import (
     without_networks,
 )
 from transferability.analysis.budget import budget_regime
-from transferability.analysis.claims import REGISTERED, Context, evaluate
+from transferability.analysis.claims import REGISTERED, Context, blocking, evaluate
 from transferability.analysis.facts import report_facts
 from transferability.analysis.paper import paper_sizes
 from transferability.config import AnalysisConfig
@@ -134,11 +134,7 @@ def analyse(
         "in_progress": in_progress,
         "demo": not in_progress and random_blocks < rules.min_blocks,
         # every gate passed (a study without a convergence pilot leaves that one unchecked)
-        "gates_passed": bool(
-            gate_table.status.eq("passed")
-            .where(gate_table.gate != "pilot_converged", gate_table.status != "failed")
-            .all()
-        ),
+        "gates_passed": not blocking(gate_table),
         "networks": len(runs),
         "planned_networks": planned,  # the configured study's size: fewer rows = still running
         "units": len(units.drop_duplicates(UNIT)),
@@ -194,7 +190,7 @@ def claims_context(units, num_layers, rules, split_classes=None, datasize=None) 
     """The claims' inputs: complete blocks of each split kind, and each split's imbalance."""
     imbalance, dis_imbalance = {}, None
     classes = split_classes or {}
-    group = next((v["A"] for k, v in classes.items() if k == "dissimilar"), None)
+    group = classes.get("dissimilar", {}).get("A")
     if group:
         imbalance = {name: group_imbalance(v, group) for name, v in classes.items()}
         dis_imbalance = imbalance.pop("dissimilar")

@@ -18,7 +18,9 @@ DATA_ARG = $(if $(DATA),-S "data.source='$$(realpath -ms -- '$(DATA)')'")
 EXP_RUN = dvc exp run --temp --name $(NAME) $(PROFILE_ARGS) $(DATA_ARG) $(EXTRA)
 # the reference profile with its own data source runs `dvc repro`; with DATA (or EXTRA) it runs
 # as an experiment too, so that no tracked file (params.yaml) is rewritten
-DVC_REPRO = $(if $(filter reference,$(PROFILE)),$(if $(DATA)$(EXTRA),$(EXP_RUN),dvc repro),$(EXP_RUN))
+# a study with a pipeline of its own (pipelines/<name>/dvc.yaml: whole) runs it with `dvc repro`
+STUDY_PIPELINE = $(wildcard pipelines/$(PROFILE)/dvc.yaml)
+DVC_REPRO = $(if $(STUDY_PIPELINE),dvc repro $(STUDY_PIPELINE),$(if $(filter reference,$(PROFILE)),$(if $(DATA)$(EXTRA),$(EXP_RUN),dvc repro),$(EXP_RUN)))
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
                 texlive-fonts-recommended lmodern

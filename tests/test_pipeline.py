@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from transferability import config
+
 from .conftest import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,12 @@ def repo(tmp_path):
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "pipelines", repo / "pipelines")
+    # the reference's pipeline alone (a second study's, pipelines/<name>/, has a test of its own)
+    shutil.copytree(
+        ROOT / "pipelines",
+        repo / "pipelines",
+        ignore=lambda d, names: [n for n in names if (Path(d) / n / "dvc.yaml").exists()],
+    )
     shutil.copytree(ROOT / "report" / "reference", repo / "report" / "reference")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("*.egg-info"))
     make_image_folder(tmp_path / "images", n_train=6, n_test=3)
@@ -100,3 +107,33 @@ def test_the_aggregate_stage_reads_every_recipe_setting_it_reports():
 
     params = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["aggregate"]["params"]
     assert {f"{s}.{k}" for s, ks in RECIPE_KEYS.items() for k in ks} <= set(params)
+
+
+def test_the_whole_task_studys_pipeline_is_derived_from_the_reference():
+    """pipelines/whole/{params,dvc}.yaml are params.yaml + profiles.yaml's `whole` and the
+    reference's per-study stages, reading that params file: never edited by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("derive", ROOT / "pipelines" / "derive.py")
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    for path, text in derive.derive("whole").items():
+        assert path.read_text() == text, f"{path} is stale: python pipelines/derive.py whole"
+    stages = yaml.safe_load((ROOT / "pipelines/whole/dvc.yaml").read_text())["stages"]
+    reference = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith("TRANSFERABILITY_PARAMS=pipelines/whole/params.yaml ")
+        assert stage["deps"] == reference[name]["deps"]
+        assert stage["params"] == [{"pipelines/whole/params.yaml": reference[name]["params"]}]
+    whole = config.load(ROOT / "pipelines/whole/params.yaml")
+    assert (whole.study.results_dir, whole.study.models_dir) == ("results/whole", "models/whole")
+    assert whole.data.train_per_class is None  # the whole task
+    ref = config.load(ROOT / "params.yaml")
+    # the reference's prepare and split stages serve both studies
+    assert (whole.data.source, whole.data.prepared, whole.data.image_size, whole.split.dir) == (
+        ref.data.source,
+        ref.data.prepared,
+        ref.data.image_size,
+        ref.split.dir,
+    )
+    assert set(whole.split.random_seeds) <= set(ref.split.random_seeds)

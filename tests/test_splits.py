@@ -1,6 +1,14 @@
 import pytest
 
-from transferability.splits import Split, dissimilar_split, make_splits, random_split
+from transferability.config import Config, ConfigError, load
+from transferability.splits import (
+    Split,
+    configured_splits,
+    dissimilar_split,
+    make_splits,
+    random_split,
+    write_splits,
+)
 
 from .conftest import CLASSES
 
@@ -19,10 +27,40 @@ def test_random_split_is_disjoint_and_covers_all_classes(seed):
     assert sorted(s.A + s.B) == sorted(CLASSES)
 
 
-def test_dissimilar_split_is_vehicles_against_animals():
-    s = dissimilar_split(CLASSES)
-    assert set(s.A) == {"airplane", "automobile", "ship", "truck"}
-    assert set(s.B) == {"bird", "cat", "deer", "dog", "frog", "horse"}
+def test_the_default_dissimilar_split_is_vehicles_against_animals():
+    (s,) = configured_splits(Config(split={"random_seeds": []}), CLASSES)
+    assert s.kind == "dissimilar"
+    assert s.A == ("airplane", "automobile", "ship", "truck")
+    assert s.B == ("bird", "cat", "deer", "dog", "frog", "horse")
+
+
+def test_the_dissimilar_split_takes_its_groups_from_the_settings():
+    groups = {"odd": ["a1", "a3"], "even": ["a0", "a2", "a4"]}
+    s = dissimilar_split(["a0", "a1", "a2", "a3", "a4"], groups)
+    assert (s.kind, s.A, s.B) == ("dissimilar", ("a1", "a3"), ("a0", "a2", "a4"))
+
+
+def test_the_dissimilar_split_on_other_classes_names_the_settings_to_change():
+    with pytest.raises(ValueError, match=r"split.dissimilar_groups .*split.dissimilar=false"):
+        make_splits([f"c{i}" for i in range(10)], [0], True)
+
+
+def test_groups_must_be_two_disjoint_named_lists():
+    with pytest.raises(ConfigError, match=r"split\.dissimilar_groups"):
+        load(None, ["split.dissimilar_groups={a: [cat], b: [cat, dog]}"])
+    with pytest.raises(ConfigError, match=r"split\.dissimilar_groups"):
+        load(None, ["split.dissimilar_groups={a: [cat]}"])
+
+
+def test_a_split_file_of_another_dataset_is_never_overwritten(tmp_path):
+    cfg = Config(split={"random_seeds": [0], "dissimilar": False, "dir": str(tmp_path)})
+    ((path, _),) = write_splits(cfg, CLASSES)
+    before = path.read_bytes()
+    other = [f"c{i}" for i in range(10)]
+    with pytest.raises(ValueError, match=rf"{path}.*another dataset.*split.dir"):
+        write_splits(cfg, other)
+    assert path.read_bytes() == before
+    write_splits(cfg, CLASSES)  # the same dataset rewrites its own
 
 
 def test_split_roundtrips_through_json(tmp_path):

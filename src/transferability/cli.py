@@ -11,7 +11,8 @@ import click
 
 from transferability import config as config_mod
 from transferability import data as data_mod
-from transferability.splits import configured_splits, load_splits, split_path
+from transferability.place import placed, recorded_dataset
+from transferability.splits import configured_splits, load_splits, write_splits
 
 
 def with_params(fn):
@@ -22,6 +23,8 @@ def with_params(fn):
         "params_path",
         default="params.yaml",
         show_default=True,
+        envvar="TRANSFERABILITY_PARAMS",  # how a second study's DVC stages name their settings
+        show_envvar=True,
         type=click.Path(dir_okay=False),
         help="Settings file; a missing params.yaml means the built-in defaults.",
     )
@@ -34,7 +37,7 @@ def with_params(fn):
     )
     @functools.wraps(fn)
     def wrapper(params_path, overrides, **kwargs):
-        cfg = config_mod.load(params_path, list(overrides))
+        cfg = placed(config_mod.load(params_path, list(overrides)), log=click.echo)
         return fn(cfg=cfg, **kwargs)
 
     return wrapper
@@ -70,6 +73,7 @@ def _prepare(cfg) -> data_mod.Dataset:
     click.echo(
         f"{path}: {len(ds.train_x)} train + {len(ds.test_x)} test images, {len(ds.classes)} "
         f"classes, {ds.image_size}px ({time.perf_counter() - t:.1f}s)"
+        + (f"; decoding changed them: {ds.conversions}" if ds.conversions else "")
     )
     return ds
 
@@ -82,9 +86,8 @@ def split(cfg):
 
 
 def _write_splits(cfg, ds: data_mod.Dataset) -> None:
-    for s in configured_splits(cfg, ds.classes):
-        s.save(split_path(cfg, s.name))
-        click.echo(f"{split_path(cfg, s.name)}: A={list(s.A)} B={list(s.B)}")
+    for path, s in write_splits(cfg, ds.classes):
+        click.echo(f"{path}: A={list(s.A)} B={list(s.B)}")
 
 
 def _runs_path(cfg, runs: str | None) -> Path:
@@ -249,6 +252,8 @@ def _analyze(cfg, runs, sweep=None, cka=None) -> None:
         recipe=config_mod.recipe(cfg),
         split_classes=_split_classes(cfg),
         reference_dir=REFERENCE if REFERENCE.is_dir() else None,
+        dataset=(recorded_dataset(out) or {})
+        | {"dissimilar_groups": list(cfg.split.dissimilar_groups)},
     )
     blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
     click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")

@@ -47,6 +47,9 @@ def _takes_bool(tp) -> bool:
 class DataConfig(Section):
     # "torchvision" downloads CIFAR-10; otherwise a CIFAR-style ImageFolder folder or archive.
     source: str = "torchvision"
+    # the dataset's name in the report, MLflow and its folders; null: CIFAR-10 for CIFAR-10's
+    # classes, else the source's file name. Another dataset's files go under folders named after it
+    name: str | None = None
     download_root: str = "data/raw"
     prepared: str = "data/prepared/dataset.npz"
     image_size: Annotated[int, Field(ge=8, le=512)] = 32
@@ -61,8 +64,25 @@ class DataConfig(Section):
 class SplitConfig(Section):
     random_seeds: list[Annotated[int, Field(ge=0)]] = list(range(10))
     dissimilar: bool = True
+    # the dissimilar split's two named groups of classes (A, then B): CIFAR-10's analogue of the
+    # paper's man-made against natural; another dataset names its own (or dissimilar: false)
+    dissimilar_groups: dict[str, list[str]] = {
+        "vehicles": ["airplane", "automobile", "ship", "truck"],
+        "animals": ["bird", "cat", "deer", "dog", "frog", "horse"],
+    }
     custom: dict[str, dict[Literal["A", "B"], list[str]]] = {}
     dir: str = "data/splits"
+
+    @field_validator("dissimilar_groups")
+    @classmethod
+    def _groups(cls, v):
+        if len(v) != 2 or not all(v.values()):
+            raise ValueError(f"needs two named, non-empty groups of classes, got {v}")
+        a, b = v.values()
+        both = sorted(set(a) & set(b))
+        if both:
+            raise ValueError(f"classes {both} are in both groups")
+        return v
 
     @field_validator("custom")
     @classmethod

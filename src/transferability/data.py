@@ -21,6 +21,7 @@ import tarfile
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +36,21 @@ CACHE_VERSION = 1
 SPLITS = ("train", "test")
 MAX_FILE_BYTES = 64 << 20  # per image file: CIFAR-style images are small
 MAX_IMAGE_PIXELS = 4096 * 4096  # more is taken for a decompression bomb
+
+
+# torchvision's CIFAR-10 classes in label order: the dataset of the reference paths
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 class DataError(ValueError):
@@ -52,6 +68,7 @@ class Dataset:
     test_y: np.ndarray
     source: str
     source_hash: str
+    conversions: str = ""  # what decoding changed (grey to RGB, resized), in words
 
     @property
     def image_size(self) -> int:
@@ -89,7 +106,7 @@ class TaskData:
 # --------------------------------------------------------------------------- sources
 
 
-def _to_rgb_array(data: bytes, size: int, where: str) -> np.ndarray:
+def _to_rgb_array(data: bytes, size: int, where: str, seen: Counter | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # PIL only warns below twice its own bomb limit
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -100,6 +117,9 @@ def _to_rgb_array(data: bytes, size: int, where: str) -> np.ndarray:
                         f"image too large: {where} ({w}x{h} = {w * h} pixels;"
                         f" at most {MAX_IMAGE_PIXELS})"
                     )
+                if seen is not None:  # what decoding changes, said once per kind
+                    seen[("mode", im.mode)] += im.mode != "RGB"
+                    seen[("size", f"{w}×{h}")] += (w, h) != (size, size)
                 im = _to_8_bit(im, where).convert("RGB")
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.Resampling.BILINEAR)
@@ -231,6 +251,7 @@ def _is_zip(path: Path) -> bool:
 
 def _decode(splits, read, size_of, size: int, where: str):
     classes = sorted(splits["train"])
+    seen: Counter = Counter()
     out = {}
     for split in SPLITS:
         xs, ys = [], []
@@ -242,10 +263,27 @@ def _decode(splits, read, size_of, size: int, where: str):
                         f"file too large: {where}:{name} ({nbytes} bytes;"
                         f" an image may have at most {MAX_FILE_BYTES})"
                     )
-                xs.append(_to_rgb_array(read(name), size, f"{where}:{name}"))
+                xs.append(_to_rgb_array(read(name), size, f"{where}:{name}", seen))
                 ys.append(label)
         out[split] = (np.stack(xs), np.asarray(ys, dtype=np.int64))
+    out["conversions"] = conversions_text(seen, size)
     return classes, out
+
+
+def conversions_text(seen: Counter, size: int) -> str:
+    """What decoding changed, e.g. "70,000 grey (L) images made RGB; 70,000 images resized
+    from 28×28 to 32×32" ("" when nothing)."""
+    parts = [
+        f"{n:,} {'grey' if mode in ('L', 'I', 'I;16', 'LA') else mode} ({mode}) images made RGB"
+        for (kind, mode), n in sorted(seen.items())
+        if kind == "mode" and n
+    ]
+    parts += [
+        f"{n:,} images resized from {dims} to {size}×{size}"
+        for (kind, dims), n in sorted(seen.items())
+        if kind == "size" and n
+    ]
+    return "; ".join(parts)
 
 
 def _source_hash(path: Path) -> str:
@@ -282,6 +320,8 @@ def _torchvision_cifar10(root: Path, size: int):
             if size != x.shape[-1]:
                 x = np.stack([_resize(img, size) for img in x])
             out[split] = (np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64))
+        if size != 32:
+            out["conversions"] = f"60,000 images resized from 32×32 to {size}×{size}"
         return list(sets["train"].classes), out
 
     return h, read
@@ -327,7 +367,7 @@ def prepare(source: str, out: Path, image_size: int = 32, root: Path = Path("dat
         return out
     classes, arrays = read()
     (tx, ty), (vx, vy) = arrays["train"], arrays["test"]
-    save(Dataset(classes, tx, ty, vx, vy, str(source), h), out)
+    save(Dataset(classes, tx, ty, vx, vy, str(source), h, arrays.get("conversions", "")), out)
     return out
 
 
@@ -340,6 +380,7 @@ def save(ds: Dataset, out: Path) -> None:
             classes=np.asarray(ds.classes),
             source=np.asarray(ds.source),
             source_hash=np.asarray(ds.source_hash),
+            conversions=np.asarray(ds.conversions),
             image_size=np.asarray(ds.image_size),
             train_x=ds.train_x,
             train_y=ds.train_y,
@@ -376,6 +417,7 @@ def load(path: Path) -> Dataset:
                 test_y=z["test_y"],
                 source=str(z["source"]),
                 source_hash=str(z["source_hash"]),
+                conversions=str(z["conversions"]) if "conversions" in z else "",
             )
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(

@@ -36,6 +36,7 @@ from transferability import data as data_mod
 from transferability.config import Config
 from transferability.executors import execute
 from transferability.io import atomic_write, md5_file
+from transferability.place import claim, identify
 from transferability.splits import Split
 from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan, plan_datasize
 
@@ -337,6 +338,7 @@ def run_study(
     runs_path = Path(runs_path)
     # the table and the checkpoint folder: another study writing either would mix results
     with locked(runs_path), locked_models(cfg.study.models_dir):
+        claim(runs_path.parent, identify(cfg, dataset.classes))  # one dataset's rows per folder
         gone = clean_leftovers(runs_path, cfg.study.models_dir)
         study = Study(cfg, splits, dataset)
         everything = (plan_datasize if which == "datasize" else plan)(cfg, splits)

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferability.config import Config
+from transferability.config import Config, SplitConfig
 from transferability.io import write_json
-
-VEHICLES = ("airplane", "automobile", "ship", "truck")
-ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
 
 
 @dataclass(frozen=True)
@@ -70,10 +67,18 @@ def random_split(classes: list[str], seed: int) -> Split:
     return split
 
 
-def dissimilar_split(classes: list[str]) -> Split:
-    """Vehicles (A) against animals (B), CIFAR-10's analogue of the paper's man-made/natural."""
-    split = Split("dissimilar", "dissimilar", None, VEHICLES, ANIMALS)
-    split.validate(classes)
+def dissimilar_split(classes: list[str], groups: dict[str, list[str]]) -> Split:
+    """The first of two named groups of classes (A) against the second (B); CIFAR-10's are
+    vehicles against animals, the analogue of the paper's man-made against natural."""
+    a, b = (tuple(g) for g in groups.values())
+    split = Split("dissimilar", "dissimilar", None, a, b)
+    try:
+        split.validate(classes)
+    except ValueError as e:
+        raise ValueError(
+            f"{e}: split.dissimilar_groups ({' against '.join(groups)}) must divide this "
+            "dataset's classes into two groups; set them, or split.dissimilar=false"
+        ) from None
     return split
 
 
@@ -82,10 +87,11 @@ def make_splits(
     random_seeds: list[int],
     dissimilar: bool,
     custom: dict[str, dict[str, list[str]]] | None = None,
+    groups: dict[str, list[str]] | None = None,
 ) -> list[Split]:
     splits = [random_split(classes, s) for s in random_seeds]
     if dissimilar:
-        splits.append(dissimilar_split(classes))
+        splits.append(dissimilar_split(classes, groups or SplitConfig().dissimilar_groups))
     for name, tasks in (custom or {}).items():
         split = Split(name, "custom", None, tuple(tasks["A"]), tuple(tasks["B"]))
         split.validate(classes)
@@ -98,7 +104,27 @@ def split_path(cfg: Config, name: str) -> Path:
 
 
 def configured_splits(cfg: Config, classes: list[str]) -> list[Split]:
-    return make_splits(classes, cfg.split.random_seeds, cfg.split.dissimilar, cfg.split.custom)
+    s = cfg.split
+    return make_splits(classes, s.random_seeds, s.dissimilar, s.custom, s.dissimilar_groups)
+
+
+def write_splits(cfg: Config, classes: list[str]) -> list[tuple[Path, Split]]:
+    """Write every configured split's file; a file that holds another dataset's classes is
+    never overwritten (the error names split.dir)."""
+    out = []
+    for s in configured_splits(cfg, classes):
+        path = split_path(cfg, s.name)
+        if path.is_file():
+            old = Split.load(path)
+            other = sorted(set(old.A + old.B) - set(classes))
+            if other:
+                raise ValueError(
+                    f"{path} splits another dataset's classes ({', '.join(other[:4])}, ...): "
+                    f"write this dataset's splits elsewhere with --set split.dir=<folder>"
+                )
+        s.save(path)
+        out.append((path, s))
+    return out
 
 
 def load_splits(cfg: Config, classes: list[str]) -> list[Split]:

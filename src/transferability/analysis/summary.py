@@ -67,6 +67,7 @@ def analyse(
     recipe: dict | None = None,
     split_classes: dict[str, dict[str, list[str]]] | None = None,
     reference_dir: Path | None = None,
+    dataset: dict | None = None,
 ) -> dict:
     """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv (rules v2),
     claims_v1.csv (rules v1, as the reference study was registered), gates.csv, failed.csv,
@@ -77,7 +78,8 @@ def analyse(
     (`cka_path`), the work beyond the paper is summarised too (else its tables are empty).
     `split_classes` (split name → {"A": [...], "B": [...]}) places each split on the
     dissimilarity axis; `reference_dir` holds the paper's numbers; `recipe` (the training
-    settings) is passed on to the report."""
+    settings) and `dataset` (its name and classes, from the results folder's dataset.json)
+    are passed on to the report."""
     runs = read(runs_path)
     units, partial = complete_blocks(unit_table(runs), directions)
     if units.empty:
@@ -129,6 +131,7 @@ def analyse(
     in_progress = bool(planned) and len(runs) < planned
     random_blocks = int((blocks.split_kind == "random").sum())
     summary = {
+        "dataset": dataset,
         # a study still running is published as it goes; a finished one with fewer random
         # blocks than any verdict needs is a demo
         "in_progress": in_progress,

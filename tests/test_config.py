@@ -11,6 +11,7 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.split.random_seeds == [1, 2] and cfg.cuts == [2]
     assert load(p).cuts == [1, 2, 3, 4]
     assert load(p, ["model.arch=alexnet8"]).cuts == list(range(1, 8))
+    assert load(p, ["model.arch=transferability.resnet:layers"]).cuts == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,10 @@ def test_defaults_and_overrides(tmp_path):
         ("beyond.datasize_per_class=[25, 25]", r"beyond\.datasize_per_class: .*twice"),
         ("split={random_seeds: [], dissimilar: false}", r"random_seeds is empty"),
         ("split.random_seeds=[1, 1]", r"seed twice"),
-        ("model.arch=resnet", r"model\.arch"),
+        ("model.arch=resnet", r"model\.arch: .*unknown architecture 'resnet'"),
+        ("model.arch=no_such_pkg.nets:layers", r"model\.arch: .*cannot be imported"),
+        ("model.arch=transferability.resnet:nope", r"model\.arch: .*has no 'nope'"),
+        ("model.arch=my-pkg.nets:layers", r"model\.arch: .*not package\.module:function"),
         ("study.treatments=[AnB, XnB]", r"study\.treatments\.1"),
         ("study.directions=[]", r"study\.directions: .*must not be empty"),
         ("split.custom={s: {A: [cat, cat], B: [dog]}}", r"split\.custom: .*names \['cat'\] twice"),

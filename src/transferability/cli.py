@@ -228,7 +228,6 @@ def analyze(cfg, runs, sweep, cka):
 
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     from transferability.analysis import analyse
-    from transferability.models import num_layers
     from transferability.runner import merge_runs, read_runs
     from transferability.splits import named_splits
     from transferability.study import plan
@@ -242,7 +241,7 @@ def _analyze(cfg, runs, sweep=None, cka=None) -> None:
     summary = analyse(
         merged,
         out,
-        num_layers(cfg.model.arch),
+        cfg.num_layers,
         cfg.analysis,
         pilot_path=out / "pilot_budgets.csv",
         planned=planned,

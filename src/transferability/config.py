@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from transferability.models import num_layers
+from transferability.models import check_arch, num_layers
 
 TREATMENTS = ("BnB", "BnB+", "AnB", "AnB+", "RnB")
 DIRECTIONS = ("A->B", "B->A")
@@ -109,12 +109,20 @@ class SplitConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["cifar5", "alexnet8"] = "cifar5"
+    # cifar5 | alexnet8 | package.module:function, a function that returns the network's layers
+    # (models.custom_layers; e.g. transferability.resnet:layers, a small ResNet)
+    arch: str = "cifar5"
     width: Annotated[float, Field(gt=0, le=16)] = 1.0
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
     # he: He-normal (default); torch: PyTorch's default (Kaiming-uniform, a=sqrt(5));
     # gaussian: the original Caffe nets' N(0, 0.01) weights
     init: Literal["he", "torch", "gaussian"] = "he"
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v):
+        check_arch(v)  # built in, or importable and callable; what it builds: Config._cuts
+        return v
 
 
 class TrainConfig(Section):
@@ -249,7 +257,13 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cuts(self):
-        layers = num_layers(self.model.arch)
+        try:  # a custom architecture is built here: it must give two layers or more
+            layers = self.num_layers
+        except Exception as e:  # whatever its function raises
+            raise ValueError(
+                f"model.arch: {self.model.arch} does not build a network at these settings "
+                f"({type(e).__name__}: {e})"
+            ) from None
         cuts = self.study.cuts
         if cuts != "all":
             if not cuts:
@@ -273,8 +287,13 @@ class Config(Section):
         return self
 
     @property
+    def num_layers(self) -> int:
+        m = self.model
+        return num_layers(m.arch, width=m.width, dropout=m.dropout, image_size=self.data.image_size)
+
+    @property
     def cuts(self) -> list[int]:
-        layers = num_layers(self.model.arch)
+        layers = self.num_layers
         return list(range(1, layers)) if self.study.cuts == "all" else sorted(self.study.cuts)
 
 

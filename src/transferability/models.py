@@ -1,13 +1,20 @@
 """`TransferNet`: layers in an `nn.ModuleList`, so that "the first n layers" is a slice.
 
 A *layer* is what the paper counts as one: a convolution or a linear map together with
-its nonlinearity, pooling and dropout. Architectures are plain lists of layer specs,
-looked up by name; a width multiplier scales every hidden width.
+its nonlinearity, pooling and dropout. The built-in architectures are plain lists of layer
+specs, looked up by name; a width multiplier scales every hidden width. Any other network is
+`package.module:function` (`custom_layers`): a function that returns its layers as a list of
+modules, one module per layer (`transferability.resnet:layers` is the worked example).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,18 +64,6 @@ ARCHITECTURES: dict[str, tuple[ConvSpec | FCSpec, ...]] = {
 }
 
 
-def num_layers(arch: str) -> int:
-    return len(architecture(arch))
-
-
-def architecture(arch: str) -> tuple[ConvSpec | FCSpec, ...]:
-    try:
-        return ARCHITECTURES[arch]
-    except KeyError:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise ValueError(f"unknown architecture {arch!r} (known: {known})") from None
-
-
 @dataclass(frozen=True)
 class NetConfig:
     """Everything needed to rebuild a network; stored in every checkpoint."""
@@ -81,42 +76,147 @@ class NetConfig:
     init: str = "he"  # he | torch | gaussian (see `init_weights`)
 
 
+def num_layers(arch: str, **net) -> int:
+    """The number of layers of `arch`. A custom one is built to count them, with the NetConfig
+    fields in `net` (defaults: 2 classes, NetConfig's others), leaving the global RNG alone."""
+    if not is_custom(arch):
+        return len(architecture(arch))
+    with torch.random.fork_rng(devices=[]):
+        return len(custom_layers(NetConfig(arch, **({"num_classes": 2} | net))))
+
+
+def architecture(arch: str) -> tuple[ConvSpec | FCSpec, ...]:
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(
+            f"unknown architecture {arch!r} (built in: {known}; or package.module:function)"
+        ) from None
+
+
+def is_custom(arch: str) -> bool:
+    """Whether `arch` names a function (`package.module:function`), not a built-in one."""
+    return ":" in arch
+
+
+def check_arch(arch: str) -> None:
+    """A ValueError unless `arch` is built in or names a function that can be called with the
+    arguments `custom_layers` passes (what it returns is checked when it is built)."""
+    if is_custom(arch):
+        arch_function(arch)
+    else:
+        architecture(arch)
+
+
+# Any other network is `package.module:function`: a function called with these keyword
+# arguments (NetConfig's fields of the same names) that returns its layers (`custom_layers`).
+LAYER_ARGS = ("num_classes", "width", "dropout", "image_size")
+
+
+def arch_function(arch: str) -> Callable[..., list[nn.Module]]:
+    """The function that `package.module:function` names; a ValueError says why it is not one."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", arch):
+        raise ValueError(f"{arch!r} is not package.module:function (e.g. mypkg.nets:layers)")
+    module_name, _, name = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # not found, or the module itself fails
+        raise ValueError(
+            f"{arch!r}: module {module_name!r} cannot be imported ({type(e).__name__}: {e}); "
+            "is it installed or on PYTHONPATH?"
+        ) from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"{arch!r}: module {module_name!r} has no {name!r}")
+    if not callable(fn):
+        raise ValueError(f"{arch!r}: {name!r} is a {type(fn).__name__}, not a function")
+    try:
+        inspect.signature(fn).bind(**dict.fromkeys(LAYER_ARGS))
+    except TypeError as e:
+        raise ValueError(
+            f"{arch!r} must accept the keyword arguments {', '.join(LAYER_ARGS)} "
+            f"(**kwargs for those it ignores): {e}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call tell
+        pass
+    return fn
+
+
+def custom_layers(cfg: NetConfig) -> list[nn.Module]:
+    """The layers that `cfg.arch` (`package.module:function`) returns for cfg's arguments:
+
+        function(num_classes=..., width=..., dropout=..., image_size=...) -> list[nn.Module]
+
+    one module per layer, input first (RGB images, 3 channels, image_size pixels square),
+    the last one giving the num_classes logits. The transfer cut n copies the first n modules
+    (their parameters and buffers). A ValueError says what is wrong with what it returned."""
+    fn = arch_function(cfg.arch)
+    layers = fn(**{k: getattr(cfg, k) for k in LAYER_ARGS})
+    if isinstance(layers, nn.ModuleList | nn.Sequential | tuple):
+        layers = list(layers)
+    if not isinstance(layers, list) or not all(isinstance(m, nn.Module) for m in layers):
+        raise ValueError(f"{cfg.arch} must return a list of nn.Module, got {type(layers).__name__}")
+    if len(layers) < 2:
+        raise ValueError(f"{cfg.arch} returned {len(layers)} layer(s); a network needs 2 or more")
+    return layers
+
+
+def arch_digest(arch: str) -> str | None:
+    """For a custom architecture, a hash of the source file of the module that defines it (so
+    that an edited network is a new network); None for a built-in one."""
+    if not is_custom(arch):
+        return None
+    fn = arch_function(arch)
+    module = inspect.getmodule(fn) or importlib.import_module(arch.partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()[:16]
+
+
 def _scaled(n: int, width: float) -> int:
     return max(1, round(n * width))
+
+
+def builtin_layers(cfg: NetConfig) -> list[nn.Module]:
+    """The layers of a built-in architecture (`ARCHITECTURES`), at cfg's width and image size."""
+    specs = architecture(cfg.arch)
+    layers: list[nn.Module] = []
+    channels, size = 3, cfg.image_size
+    features = None  # set once the first FC layer flattens the maps
+    for i, spec in enumerate(specs):
+        last = i == len(specs) - 1
+        if isinstance(spec, ConvSpec):
+            if features is not None:
+                raise ValueError(f"{cfg.arch}: a conv layer cannot follow an FC layer")
+            out = _scaled(spec.channels, cfg.width)
+            block: list[nn.Module] = [nn.Conv2d(channels, out, 3, padding=1)]
+            if spec.pool:
+                block.append(nn.MaxPool2d(2))
+                size //= 2
+            block.append(nn.ReLU(inplace=True))
+            channels = out
+            layers.append(nn.Sequential(*block))
+        else:
+            block = []
+            if features is None:
+                block.append(nn.Flatten())
+                features = channels * size * size
+            out = cfg.num_classes if last else _scaled(spec.features, cfg.width)
+            block.append(nn.Linear(features, out))
+            if not last:
+                block += [nn.ReLU(inplace=True), nn.Dropout(cfg.dropout)]
+            features = out
+            layers.append(nn.Sequential(*block))
+    return layers
 
 
 class TransferNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        specs = architecture(cfg.arch)
-        layers: list[nn.Module] = []
-        channels, size = 3, cfg.image_size
-        features = None  # set once the first FC layer flattens the maps
-        for i, spec in enumerate(specs):
-            last = i == len(specs) - 1
-            if isinstance(spec, ConvSpec):
-                if features is not None:
-                    raise ValueError(f"{cfg.arch}: a conv layer cannot follow an FC layer")
-                out = _scaled(spec.channels, cfg.width)
-                block: list[nn.Module] = [nn.Conv2d(channels, out, 3, padding=1)]
-                if spec.pool:
-                    block.append(nn.MaxPool2d(2))
-                    size //= 2
-                block.append(nn.ReLU(inplace=True))
-                channels = out
-                layers.append(nn.Sequential(*block))
-            else:
-                block = []
-                if features is None:
-                    block.append(nn.Flatten())
-                    features = channels * size * size
-                out = cfg.num_classes if last else _scaled(spec.features, cfg.width)
-                block.append(nn.Linear(features, out))
-                if not last:
-                    block += [nn.ReLU(inplace=True), nn.Dropout(cfg.dropout)]
-                features = out
-                layers.append(nn.Sequential(*block))
+        layers = custom_layers(cfg) if is_custom(cfg.arch) else builtin_layers(cfg)
         self.layers = nn.ModuleList(layers)
         self.frozen = 0
         init_weights(self, cfg.init)
@@ -126,12 +226,26 @@ class TransferNet(nn.Module):
         return len(self.layers)
 
     def freeze(self, n: int) -> None:
-        """Freeze the first n layers: no gradients (dropout in them stays on, as in Caffe)."""
+        """Freeze the first n layers: no gradients, and their batch norm keeps its running
+        statistics (`train`); dropout in them stays on, as in Caffe."""
         if not 0 <= n < self.num_layers:
             raise ValueError(f"cannot freeze {n} of {self.num_layers} layers")
         self.frozen = n
         for i, layer in enumerate(self.layers):
             layer.requires_grad_(i >= n)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> TransferNet:
+        """Training or evaluation mode, except that the normalisation layers (BatchNorm and the
+        like) of frozen layers always evaluate: they normalise with their source's running
+        statistics and never update them, so that a frozen layer stays bitwise equal to its
+        source and computes the same function. Copied layers that are fine-tuned train theirs."""
+        super().train(mode)
+        for layer in self.layers[: self.frozen]:
+            for m in layer.modules():
+                if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm*, InstanceNorm*
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frozen and self.training:
@@ -147,12 +261,14 @@ class TransferNet(nn.Module):
 
 
 def init_weights(model: TransferNet, scheme: str) -> None:
-    """Initialise every layer from the global RNG; biases start at zero.
+    """Initialise every Conv2d and Linear from the global RNG; biases start at zero.
 
-    - ``he``: He-normal for the hidden layers, N(0, 0.01) for the classifier;
+    - ``he``: He-normal for the hidden layers, N(0, 0.01) for the classifier (the last layer);
     - ``torch``: PyTorch's default for Conv2d/Linear (Kaiming-uniform with a = sqrt(5)), zero bias;
     - ``gaussian``: N(0, 0.01) everywhere, the original Caffe nets' filler (their random frozen
       layers collapse to near chance at n >= 3; He keeps the signal alive).
+
+    Other modules (BatchNorm: weight 1, bias 0) keep what their constructor gave them.
     """
     if scheme not in ("he", "torch", "gaussian"):
         raise ValueError(f"model.init: unknown scheme {scheme!r} (he, torch or gaussian)")
@@ -166,7 +282,8 @@ def init_weights(model: TransferNet, scheme: str) -> None:
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 else:
                     m.reset_parameters()
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 def build(cfg: NetConfig, seed: int) -> TransferNet:

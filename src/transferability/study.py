@@ -38,6 +38,7 @@ from transferability.config import Config
 from transferability.io import md5_file
 from transferability.models import (
     NetConfig,
+    arch_digest,
     build,
     copy_layers,
     damaged_member,
@@ -232,7 +233,9 @@ class Study:
         """A hash of everything that determines a network; a changed setting retrains it.
 
         The precision it trains in counts only when it is not fp32, so that the networks
-        trained before the setting existed (all fp32) keep their fingerprints."""
+        trained before the setting existed (all fp32) keep their fingerprints. A custom
+        architecture (`package.module:function`) adds the hash of its module's source: an
+        edited network is a new one; the built-in ones add nothing and keep theirs."""
         c = self.cfg
         split = self.splits[job.split]
         train_cfg = c.train.model_dump(
@@ -254,6 +257,8 @@ class Study:
             "train": train_cfg,
             "source": self.fingerprint(job.source) if job.source else None,
         }
+        if digest := arch_digest(c.model.arch):
+            ident["arch_source"] = digest
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def checkpoint(self, job: Job) -> Path:

@@ -25,7 +25,7 @@ DVC_REPRO = $(if $(STUDY_PIPELINE),dvc repro $(STUDY_PIPELINE),$(if $(filter ref
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
                 texlive-fonts-recommended lmodern
 
-.PHONY: setup tex test lint repro repro-in-container ui clean
+.PHONY: setup tex test lint repro repro-in-container report ui clean
 
 $(BIN)/transferability: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,10 @@ test: lint tex
 
 repro: setup tex
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/$(DVC_REPRO)
+
+# the report PDF of the committed results (report/build/paper.pdf), without training anything
+report: setup tex
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python pipelines/report.py results
 
 # inside docker/Dockerfile's image, where everything is installed already
 repro-in-container:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferability import data as data_mod
-from transferability.config import Config
+from transferability.config import RECIPE_SETTINGS, Config, settings_of
 from transferability.io import atomic_write
 from transferability.models import build, copy_layers
 from transferability.splits import Split
@@ -53,23 +53,15 @@ def precision_of(cfg: Config) -> str:
 
 
 def recipe_id(cfg: Config) -> str:
-    """A hash of the settings that shape training other than the budget itself; the precision
-    counts only when it is not fp32 (as in `Study.fingerprint`)."""
-    train = cfg.train.model_dump(
-        exclude={
-            "epochs",
-            "device",
-            "threads",
-            "progress",
-            "eval_batch_size",
-            "eval_every",
-            "precision",
-        }
-    )
-    precision = precision_of(cfg)
-    if precision != "fp32":
-        train["precision"] = precision
-    ident = {"model": cfg.model.model_dump(), "train": train, "val": cfg.data.val_per_class}
+    """A hash of the settings that shape training other than the budget itself
+    (config.RECIPE_SETTINGS; the precision counts only when it is not fp32)."""
+    settings = settings_of(cfg, RECIPE_SETTINGS, precision_of(cfg))
+    # the shape the committed recipe ids were hashed in
+    ident = {
+        "model": settings["model"],
+        "train": settings["train"],
+        "val": settings["data"]["val_per_class"],
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 

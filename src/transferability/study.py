@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from transferability import data as data_mod
-from transferability.config import Config
+from transferability.config import NETWORK_SETTINGS, Config, settings_of
 from transferability.io import md5_file
 from transferability.models import (
     NetConfig,
@@ -229,29 +229,24 @@ class Study:
     # ------------------------------------------------------------------ identity
 
     def fingerprint(self, job: Job) -> str:
-        """A hash of everything that determines a network; a changed setting retrains it.
-
-        The precision it trains in counts only when it is not fp32, so that the networks
-        trained before the setting existed (all fp32) keep their fingerprints."""
-        c = self.cfg
+        """A hash of everything that determines a network; a changed setting retrains it: the
+        settings config.NETWORK_SETTINGS names (the precision it trains in counts only when it is
+        not fp32), the data set, the classes, the job and its source's fingerprint."""
+        settings = settings_of(self.cfg, NETWORK_SETTINGS, self.precision)
+        images = settings["data"]
         split = self.splits[job.split]
-        train_cfg = c.train.model_dump(
-            exclude={"device", "threads", "progress", "eval_batch_size", "eval_every", "precision"}
-        )
-        if self.precision != "fp32":
-            train_cfg["precision"] = self.precision
-        ident = {
+        ident = {  # the shape the committed fingerprints were hashed in
             "job": job.identity,
             "classes": [list(split.A), list(split.B)],
             "data": [
                 self.dataset.source_hash,
                 self.dataset.image_size,
-                c.data.train_per_class,
-                c.data.test_per_class,
-                c.data.val_per_class,
+                images["train_per_class"],
+                images["test_per_class"],
+                images["val_per_class"],
             ],
-            "model": c.model.model_dump(),
-            "train": train_cfg,
+            "model": settings["model"],
+            "train": settings["train"],
             "source": self.fingerprint(job.source) if job.source else None,
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -38,6 +38,7 @@ from transferability.config import NETWORK_SETTINGS, Config, settings_of
 from transferability.io import md5_file
 from transferability.models import (
     NetConfig,
+    TransferNet,
     build,
     copy_layers,
     damaged_member,
@@ -45,7 +46,13 @@ from transferability.models import (
     save_checkpoint,
 )
 from transferability.splits import Split
-from transferability.train import DeviceTask, resolve_device, resolve_precision, train
+from transferability.train import (
+    DeviceTask,
+    TrainResult,
+    resolve_device,
+    resolve_precision,
+    train,
+)
 
 COPY_FROM_TARGET = {"BnB", "BnB+"}
 COPY_FROM_SOURCE = {"AnB", "AnB+"}
@@ -215,6 +222,17 @@ def plan_datasize(cfg: Config, splits: list[Split]) -> list[Job]:
     return bases + transfers
 
 
+@dataclass
+class Trained:
+    """A network just trained, before its checkpoint is written."""
+
+    job: Job
+    model: TransferNet
+    result: TrainResult
+    source_md5: str  # the md5 of the base checkpoint it copied ("" for a base)
+    data: DeviceTask
+
+
 class Study:
     """Runs the jobs of a study against one prepared dataset, skipping finished networks."""
 
@@ -338,8 +356,8 @@ class Study:
             model.freeze(job.n)
         return model, source_md5
 
-    def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:
-        """Train one network, write its checkpoint atomically; return its row and history."""
+    def train(self, job: Job, base_md5: str = "") -> Trained:
+        """Build `job`'s network (`build`) and train it on its target task; nothing is written."""
         model, source_md5 = self.build(job, base_md5)
         data = self.task(job.split, job.target_task, job.per_class)
         result = train(
@@ -349,22 +367,37 @@ class Study:
             seed=derive_seed("data", job.split, job.seed, job.target_task),
             desc=job.network,
         )
+        return Trained(job, model, result, source_md5, data)
+
+    def save(self, trained: Trained) -> Path:
+        """Write the checkpoint of a trained network atomically, with what `verify` reads."""
+        job, result = trained.job, trained.result
         path = self.checkpoint(job)
-        fingerprint = self.fingerprint(job)
         meta = {
             "network": job.network,
             "split": job.split,
             "treatment": job.treatment,
             "n": job.n,
             "seed": job.seed,
-            "fingerprint": fingerprint,
+            "fingerprint": self.fingerprint(job),
             "precision": result.precision,
-            "source_md5": source_md5,
+            "source_md5": trained.source_md5,
             "classes": self.splits[job.split].classes(job.target_task),
             "history": result.history,
         }
-        save_checkpoint(path, model, meta)
-        row = {
+        save_checkpoint(path, trained.model, meta)
+        return path
+
+    def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:
+        """Train one network, write its checkpoint atomically; return its row and history."""
+        trained = self.train(job, base_md5)
+        path = self.save(trained)
+        return self.row(trained, path), trained.result.history
+
+    def row(self, trained: Trained, path: Path) -> dict:
+        """The results row of a trained network whose checkpoint is `path`."""
+        job, result, data = trained.job, trained.result, trained.data
+        return {
             "network": job.network,
             "split": job.split,
             "split_kind": job.split_kind,
@@ -376,7 +409,7 @@ class Study:
             "seed": job.seed,
             "arch": self.cfg.model.arch,
             "width": self.cfg.model.width,
-            "num_classes": model.cfg.num_classes,
+            "num_classes": trained.model.cfg.num_classes,
             "train_images": len(data.train_x),
             "val_images": len(data.val_x),
             "test_images": len(data.test_x),
@@ -389,9 +422,8 @@ class Study:
             "checkpoint": path.as_posix(),
             "checkpoint_md5": md5_file(path),
             "source_network": job.source.network if job.source else "",
-            "source_md5": source_md5,
-            "fingerprint": fingerprint,
+            "source_md5": trained.source_md5,
+            "fingerprint": self.fingerprint(job),
             "machine": machine(),
             "precision": result.precision,
         }
-        return row, result.history

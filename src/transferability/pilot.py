@@ -173,3 +173,17 @@ def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selff
                     f"{row['val_acc']:.4f}{sel} ({row['seconds']:.0f}s)"
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_budgets(cfg: Config, rows: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, dict]:
+    """The convergence rule (`analysis.choose_budget`) over this recipe's runs among `rows` (a
+    pilot file may hold other recipes' too), its table written beside `out` as
+    <stem>_budgets.csv; returns the table and the choice."""
+    from transferability.analysis import choose_budget
+
+    table, choice = choose_budget(
+        rows[rows.recipe == recipe_id(cfg)], cfg.analysis.converged_max_gain
+    )
+    with atomic_write(out.with_name(f"{out.stem}_budgets.csv")) as f:
+        table.to_csv(f, index=False, float_format="%.4f")
+    return table, choice

@@ -422,7 +422,7 @@ def _tracker(cfg, study, everything, jobs, left, rows, log):
     networks that have no finished run yet logged (reconcile)."""
     if not cfg.study.mlflow:
         return None
-    from transferability.tracking import Tracker
+    from transferability.tracking.tracker import Tracker
 
     tracker = Tracker(cfg, study, everything, Path(cfg.data.prepared))
     repaired = tracker.repair()
@@ -498,7 +498,7 @@ def prune(
             write_runs(runs_path, ordered(keep, everything), drop=dropped)
         runs = []
         if cfg.study.mlflow:
-            from transferability.tracking import Tracker
+            from transferability.tracking.tracker import Tracker
 
             # finds the study's parent run, never creates one: a study with none has no runs
             tracker = Tracker(cfg, Study(cfg, splits, dataset), everything, None, create=False)

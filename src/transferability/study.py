@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -315,6 +316,34 @@ class Study:
             )
         return meta
 
+    def stale(
+        self, job: Job, row: dict | None, source_row: dict | None = None, trust_rows=False
+    ) -> str:
+        """Why the network of results row `row` is not `job` as now configured ("" when it is):
+        no row, other settings, a checkpoint missing (fine with `trust_rows`), copied from
+        another base than the one of `source_row`, or a checkpoint that is not the row's
+        (damaged, replaced, stale) or whose accuracies the row does not record (edited)."""
+        if row is None:
+            return "no row"
+        if row.get("fingerprint") != self.fingerprint(job):
+            return "its settings changed"
+        path = self.checkpoint(job)
+        if not path.is_file():
+            return "" if trust_rows else f"checkpoint {path} missing"
+        if source_row is not None and row.get("source_md5") != source_row.get("checkpoint_md5"):
+            return f"it copied another {job.source.network} than the one in the table"
+        if md5_file(path) != row.get("checkpoint_md5"):
+            return f"checkpoint {path} is not the one its row records (damaged or replaced)"
+        try:
+            meta = self.verify(job, path)
+        except CheckpointMismatch as e:
+            return str(e)
+        final = (meta.get("history") or [{}])[-1]
+        for k in ("test_acc", "val_acc", "train_acc", "train_loss"):
+            if k in final and not _same(row.get(k, ""), final[k]):
+                return f"its row's {k} {row.get(k)} is not its checkpoint's (the table was edited)"
+        return ""
+
     def build(self, job: Job, base_md5: str = "") -> tuple[torch.nn.Module, str]:
         """The network of `job` before training, and the md5 of the base checkpoint it copied.
 
@@ -427,3 +456,12 @@ class Study:
             "machine": machine(),
             "precision": result.precision,
         }
+
+
+def _same(text: str, value: float) -> bool:
+    """Whether a row's number (text) is the value, as the row rounds it."""
+    try:
+        x = float(text)
+    except ValueError:
+        return False
+    return x == round(value, 6) or (math.isnan(x) and math.isnan(value))

@@ -8,7 +8,7 @@ import pytest
 
 from transferability.cli import main
 
-from .conftest import ARCHIVE, make_image_folder
+from .factories import ARCHIVE, make_image_folder
 
 
 def run(monkeypatch, capsys, *args):

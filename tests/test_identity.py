@@ -15,7 +15,7 @@ from transferability.pilot import recipe_id
 from transferability.splits import make_splits
 from transferability.study import Study, plan
 
-from .conftest import CLASSES
+from .factories import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("data", "model", "train", "study")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import make_image_folder
+from .factories import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from transferability import config
 from transferability.splits import named_splits
 from transferability.study import plan
-from transferability.tracking import EXPERIMENT, tracking_uri
+from transferability.tracking.store import EXPERIMENT, tracking_uri
 
 
 def git(*args: str) -> str:

@@ -74,7 +74,7 @@ def main(results_dir: str) -> None:
     splice_readme(Path("README.md"), (GENERATED / "results.md").read_text())
     # the study's parent run in MLflow gets the headline numbers, claims, figures and report;
     # no store or no parent run is a note, never a failed stage
-    from transferability.tracking import log_study_results
+    from transferability.report import log_study_results
 
     results = Path(results_dir)
     log_study_results(

@@ -1,57 +1,14 @@
+"""Fixtures: a tiny study's settings and data, and an MLflow store of each test's own. Helpers
+that tests call directly live in factories.py."""
+
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
 
-from transferability import config, data
+from transferability import config
 from transferability.splits import make_splits
 
-ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def image_bytes(rng, size=32, mode="RGB", fmt="PNG") -> bytes:
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    arr = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
-    im = Image.fromarray(arr.squeeze(-1) if channels == 1 else arr, mode)
-    buf = io.BytesIO()
-    im.save(buf, fmt)
-    return buf.getvalue()
-
-
-def make_image_folder(root: Path, classes=CLASSES, n_train=3, n_test=2, size=32, seed=0, **kw):
-    """A CIFAR-style ImageFolder of random images: root/{train,test}/<class>/NNNN.png."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                (d / f"{i:04d}.png").write_bytes(image_bytes(rng, size, **kw))
-    return root
-
-
-def learnable_dataset(n_train=40, n_test=10, size=32, seed=0) -> data.Dataset:
-    """Ten classes whose images differ in colour and a stripe: learnable in one epoch."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        xs, ys = [], []
-        for label in range(len(CLASSES)):
-            base = np.zeros((n, 3, size, size))
-            base[:, label % 3] = 120 + 12 * label
-            base[:, :, (label * 3) % size, :] = 255
-            xs.append(np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8))
-            ys.append(np.full(n, label))
-        return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
-
-    tx, ty = make(n_train)
-    vx, vy = make(n_test)
-    return data.Dataset(list(CLASSES), tx, ty, vx, vy, "synthetic", f"synthetic-{seed}")
+from .factories import learnable_dataset
 
 
 @pytest.fixture

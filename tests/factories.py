@@ -1,12 +1,63 @@
-"""Shared test helpers: hand-made results tables (analysis, beyond-the-paper and report tests)
-and what `make repro` would run (profile and fault tests)."""
+"""Shared test helpers: image folders and a learnable data set, hand-made results tables
+(analysis, beyond-the-paper and report tests), what `make repro` would run (profile and fault
+tests), and the package modules a source imports (import layering and report tests)."""
 
+import ast
+import io
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
+
+from transferability import data
 
 ROOT = Path(__file__).resolve().parents[1]
+
+ARCHIVE = ROOT / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def image_bytes(rng, size=32, mode="RGB", fmt="PNG") -> bytes:
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+    im = Image.fromarray(arr.squeeze(-1) if channels == 1 else arr, mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def make_image_folder(root: Path, classes=CLASSES, n_train=3, n_test=2, size=32, seed=0, **kw):
+    """A CIFAR-style ImageFolder of random images: root/{train,test}/<class>/NNNN.png."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{i:04d}.png").write_bytes(image_bytes(rng, size, **kw))
+    return root
+
+
+def learnable_dataset(n_train=40, n_test=10, size=32, seed=0) -> data.Dataset:
+    """Ten classes whose images differ in colour and a stripe: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        xs, ys = [], []
+        for label in range(len(CLASSES)):
+            base = np.zeros((n, 3, size, size))
+            base[:, label % 3] = 120 + 12 * label
+            base[:, :, (label * 3) % size, :] = 255
+            xs.append(np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8))
+            ys.append(np.full(n, label))
+        return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    return data.Dataset(list(CLASSES), tx, ty, vx, vy, "synthetic", f"synthetic-{seed}")
+
 
 L = 5  # cifar5: cuts 1..4
 
@@ -90,3 +141,26 @@ def shell_words(cmd: str) -> list[str]:
         text=True,
         check=True,
     ).stdout.splitlines()
+
+
+def package_imports(source: str, depth: int = 1) -> set[str]:
+    """Every transferability module that Python `source` imports, at the top or inside a
+    function, named by its first `depth` parts below the package (depth 2: analysis.blocks,
+    tracking.store)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[0] != "transferability":
+                continue
+            below = parts[1:]
+            if len(below) < depth:  # from transferability(.analysis) import a, b
+                found |= {".".join([*below, a.name]) for a in node.names}
+            else:
+                found.add(".".join(below[:depth]))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "transferability" and len(parts) > depth:
+                    found.add(".".join(parts[1 : depth + 1]))
+    return found

@@ -85,7 +85,9 @@ def test_equivalence_never_calls_an_interval_that_excludes_zero_general():
         ]
     assert verdicts["general"].verdict == "supported"
     assert verdicts["general"].estimate == pytest.approx(-0.02)
-    assert verdicts["excludes_0"].ci_low > 0 and verdicts["excludes_0"].verdict != "supported"
+    # inside the ±1-point margin but excluding 0: neither general nor specific, by the rule
+    assert 0 < verdicts["excludes_0"].ci_low < verdicts["excludes_0"].ci_high < 1
+    assert verdicts["excludes_0"].verdict == "inconclusive"
     assert verdicts["huge"].verdict == "contradicted"
 
 

@@ -1,15 +1,20 @@
-"""The benchmark runs end to end and writes the figures it promises (values are not asserted)."""
+"""The benchmark runs end to end and writes the figures it promises: rates that are the work
+timed over the time it took, and the networks of the settings given, not of a pinned study."""
 
 import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
-from transferability import bench, data
+from transferability import bench, config, data
 from transferability.cli import main
+from transferability.splits import configured_splits
+from transferability.study import plan
 
-from .conftest import learnable_dataset
+from .factories import CLASSES, learnable_dataset
 
 KEYS = {"dataloader_img_s", "project_img_s", "compute_bound_img_s", "eval_img_s"}
 
@@ -43,7 +48,17 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, monkeypatch, capsys):
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures) >= KEYS
     assert all(figures[k] > 0 for k in KEYS)
-    assert figures["study_networks"] == 588  # the reference profile: 14 blocks x 42 networks
+    cfg = config.load(None, ["model.width=0.25", "train.batch_size=16"])
+    splits = configured_splits(cfg, CLASSES)
+    assert figures["study_networks"] == len(plan(cfg, splits))  # the study as configured
+    # the estimate is the configured study's work at the rate measured on the project's path
+    _, at_that_rate = bench.estimate_study(
+        cfg, learnable_dataset(n_train=20, n_test=5), splits, figures["project_img_s"]
+    )
+    assert figures["study_estimated_s"] == pytest.approx(at_that_rate)
+    assert figures["achieved_flop_s"] == pytest.approx(
+        figures["flop_per_img"] * figures["project_img_s"]
+    )
 
 
 def test_paths_take_turns_and_the_best_timing_counts(monkeypatch):
@@ -84,11 +99,15 @@ def test_the_study_as_the_benchmark_trains_one_block_and_costs_each_profile(
     # the first block: both bases and AnB at cut 1 in both directions; 5 classes x 16 images
     assert (figures["block"], figures["networks"]) == ("random0/s0", 4)
     assert figures["image_epochs"] == 4 * 5 * 16  # x 1 epoch
-    assert figures["networks_per_hour"] > 0 and figures["compute_bound_img_s"] > 0
+    assert figures["compute_bound_img_s"] > 0
+    # the rates are the block's work over the wall time it took
+    assert figures["networks_per_hour"] == pytest.approx(4 * 3600 / figures["seconds"])
+    assert figures["image_epochs_s"] == pytest.approx(4 * 5 * 16 / figures["seconds"])
     # the profiles as configured (params: the defaults), not as --set shrank this run
-    assert {k: v[0] for k, v in figures["profiles"].items()} == {
-        "reference": 588,
-        "quick": 84,
-        "paper": 336,
-    }
+    networks = {}
+    for name in ("reference", *yaml.safe_load(Path(profiles).read_text())):
+        p = config.load(None, config.profile_overrides(name, profiles))
+        networks[name] = len(plan(p, configured_splits(p, CLASSES)))
+    assert {k: v[0] for k, v in figures["profiles"].items()} == networks
+    assert networks["reference"] > networks["quick"]  # the profiles differ: the test can tell
     assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()

@@ -14,7 +14,7 @@ from PIL import Image
 from transferability import data
 from transferability.data import DataError, load, prepare, task_view
 
-from .conftest import make_image_folder
+from .factories import make_image_folder
 
 CLASSES = ["cat", "dog", "ship"]
 

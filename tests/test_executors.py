@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 import transferability.study as study_mod
 from transferability import data
 from transferability.runner import read_runs, run_study
-from transferability.tracking import EXPERIMENT
+from transferability.tracking.store import EXPERIMENT
 
 QUIET = {"log": lambda *_: None}
 SAME = [

@@ -17,7 +17,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from transferability import config, data, tracking
+from transferability import config, data
 from transferability.cli import main
 from transferability.io import md5_file
 from transferability.models import load_checkpoint
@@ -35,9 +35,10 @@ from transferability.runner import (
 from transferability.similarity import layer_similarity
 from transferability.splits import make_splits
 from transferability.study import COLUMNS, CheckpointMismatch, processor
+from transferability.tracking import store as tracking_store
+from transferability.tracking.tracker import Tracker
 
-from .conftest import make_image_folder
-from .factories import make_repro_dry, shell_words
+from .factories import make_image_folder, make_repro_dry, shell_words
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda *_: None}
@@ -226,8 +227,8 @@ def test_prune_is_a_dry_run_unless_told_and_leaves_no_run_running(tiny_study, tm
     dropped = prune(cfg, other, ds, runs, log=msgs.append)
     assert len(dropped) == 2 and runs.read_bytes() == before
     assert "would drop 2 row(s)" in msgs[0] and "--yes" in msgs[0]
-    client = MlflowClient(tracking.tracking_uri())
-    exp = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    client = MlflowClient(tracking_store.tracking_uri())
+    exp = client.get_experiment_by_name(tracking_store.EXPERIMENT).experiment_id
     every = client.search_runs([exp])
     assert not [r for r in every if r.info.status == "RUNNING"]
     assert len([r for r in every if r.data.tags.get("role") == "study"]) == 1  # none made
@@ -266,10 +267,10 @@ def test_a_full_disk_is_not_waited_for_as_a_locked_store():
 
     t = time.monotonic()
     with pytest.raises(MlflowException, match="disk is full"):
-        tracking.retry(full)
+        tracking_store.retry(full)
     assert len(calls) == 1 and time.monotonic() - t < 5
     locked_db = MlflowException("database is locked", error_code="TEMPORARILY_UNAVAILABLE")
-    assert tracking._transient(locked_db)
+    assert tracking_store._transient(locked_db)
 
 
 def test_runs_left_running_by_a_kill_are_repaired_on_the_next_start(tiny_study, tmp_path):
@@ -277,8 +278,8 @@ def test_runs_left_running_by_a_kill_are_repaired_on_the_next_start(tiny_study, 
     cfg = small(cfg, mlflow=True)
     runs = tmp_path / "runs.csv"
     run_study(cfg, splits, ds, runs, which="bases", **QUIET)
-    client = MlflowClient(tracking.tracking_uri())
-    exp = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    client = MlflowClient(tracking_store.tracking_uri())
+    exp = client.get_experiment_by_name(tracking_store.EXPERIMENT).experiment_id
     (parent,) = client.search_runs([exp], "tags.role = 'study'")
     # kill -9 inside log_network of baseA: its old run deleted, the new one RUNNING, its model
     # PENDING
@@ -555,7 +556,7 @@ def test_a_damaged_mlflow_store_is_named(tiny_study, tmp_path, monkeypatch):
     db.write_bytes(b"this is not a database" * 100)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     with pytest.raises(RuntimeError, match=r"MLflow store sqlite:///.*broken\.db cannot be used"):
-        tracking.Tracker(cfg, Study(cfg, splits, ds), plan(cfg, splits))
+        Tracker(cfg, Study(cfg, splits, ds), plan(cfg, splits))
 
 
 def test_a_full_disk_is_an_error_that_names_the_file(tiny_study, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from transferability.config import Config
 from transferability.data import CIFAR10_CLASSES, DataError, load
 from transferability.place import DatasetId, claim, identify, placed, source_classes
 
-from .conftest import make_image_folder
+from .factories import make_image_folder
 
 OTHER = [f"digit{i}" for i in range(10)]
 TINY = [

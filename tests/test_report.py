@@ -2,7 +2,6 @@
 tiny study it writes every figure, table, macro and results.md, and the PDF compiles."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from tests.factories import make_runs, sweep_rows
+from tests.factories import make_runs, package_imports, sweep_rows
 from transferability.analysis import analyse, choose_budget
 from transferability.config import AnalysisConfig
 from transferability.runner import run_study, write_runs
@@ -108,11 +107,30 @@ def test_the_statistics_check_catches_what_it_should():
     assert notebook_statistics("n = len(runs)") == []
 
 
-def test_the_notebook_keeps_its_papermill_parameters():
-    params = [c for c in cells() if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(params) == 1
-    for name in ("results_dir", "out_dir", "reference_dir", "registration_path"):
-        assert re.search(rf"^{name} = ", "".join(params[0]["source"]), re.M)
+def test_the_notebook_takes_every_parameter_the_report_stage_passes(tmp_path, monkeypatch):
+    """papermill reads the notebook's parameters cell; the report stage passes exactly those
+    (a name it passes that the cell lacks would be injected and silently ignored)."""
+    import importlib.util
+
+    import papermill
+
+    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "pipelines/report.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    passed = {}
+
+    class Stop(Exception):
+        pass
+
+    def execute_notebook(source, target, parameters, **kw):
+        passed.update(parameters)
+        raise Stop
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Stop):
+        stage.main("results")
+    assert set(passed) == set(papermill.inspect_notebook(NOTEBOOK))
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="needs TeX (latexmk)")
@@ -307,12 +325,11 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
 
 def test_the_report_stage_depends_on_every_module_the_notebook_imports():
     import json
-    import re
 
     import yaml
 
     nb = json.loads((ROOT / "report" / "report.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    modules = set(re.findall(r"(?:from|import) transferability\.(\w+)", code))
+    modules = package_imports(code)
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
     assert {f"src/transferability/{m}.py" for m in modules} <= set(deps)

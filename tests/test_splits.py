@@ -10,7 +10,7 @@ from transferability.splits import (
     write_splits,
 )
 
-from .conftest import CLASSES
+from .factories import CLASSES
 
 
 def test_same_seed_same_split_and_different_seeds_differ():
@@ -86,7 +86,7 @@ def test_custom_split_errors_name_the_classes(a, b, message):
 def test_labels_are_remapped_per_task():
     from transferability import data
 
-    from .conftest import learnable_dataset
+    from .factories import learnable_dataset
 
     ds = learnable_dataset(n_train=2, n_test=1)
     s = random_split(ds.classes, 0)

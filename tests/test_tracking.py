@@ -16,21 +16,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy import text
 
-from transferability import tracking
+from transferability import report
 from transferability.io import md5_file
 from transferability.models import build, load_checkpoint, save_checkpoint
+from transferability.report import log_study_results
 from transferability.runner import read_runs, run_study, write_runs
 from transferability.study import Study, plan
-from transferability.tracking import (
-    DATASET,
-    EXPERIMENT,
-    Tracker,
-    ensure_store,
-    git_commit,
-    log_study_results,
-    repo_root,
-    tracking_uri,
-)
+from transferability.tracking import provenance, store
+from transferability.tracking.provenance import git_commit, repo_root
+from transferability.tracking.store import EXPERIMENT, ensure_store, tracking_uri
+from transferability.tracking.tracker import Tracker
 
 TAGS = {
     "network",
@@ -57,9 +52,9 @@ SOURCE = {"mlflow.source.name", "mlflow.source.type", "dvc.experiment", "dvc.sta
 @pytest.fixture(autouse=True)
 def fresh_source_tags():
     """source_tags() is read once a process: each test sees its own environment."""
-    tracking.source_tags.cache_clear()
+    provenance.source_tags.cache_clear()
     yield
-    tracking.source_tags.cache_clear()
+    provenance.source_tags.cache_clear()
 
 
 def with_data(cfg, tmp_path):
@@ -98,7 +93,7 @@ def test_one_run_per_row_with_every_tag_and_source_links(
         assert tags.get("mlflow.source.git.commit", "") == git_commit()
         assert tags["git_commit"] in (git_commit(), "-")
         (data,) = run.inputs.dataset_inputs
-        assert (data.dataset.name, data.dataset.digest) == (DATASET, md5)
+        assert (data.dataset.name, data.dataset.digest) == ("CIFAR-10 prepared", md5)
         assert json.loads(data.dataset.source)["uri"] == Path(cfg.data.prepared).as_posix()
         assert {t.key: t.value for t in data.tags} == {"mlflow.data.context": "training"}
     bases = {r.info.run_id for r in nets if r.data.tags["treatment"] == "base"}
@@ -163,7 +158,7 @@ def test_the_parent_run_is_never_left_running(tracker):
     with pytest.raises(KeyboardInterrupt), tracker:
         raise KeyboardInterrupt
     assert parent_status(tracker) == "KILLED"
-    tracker.finish(failed=True)  # the call runner.py makes
+    tracker.finish(status="FAILED")  # the call runner.py makes
     assert parent_status(tracker) == "FAILED"
     with tracker:  # finished already: leaving changes nothing
         pass
@@ -180,7 +175,7 @@ def test_the_parent_run_is_never_left_running(tracker):
 
 def test_sqlite_waits_the_uris_timeout_not_mlflows_20_s(tmp_path):
     """MLflow sets PRAGMA busy_timeout = 20000 in every session; the URI's timeout wins."""
-    for query, ms in (("?timeout=7", 7000), ("", tracking.BUSY_TIMEOUT_S * 1000)):
+    for query, ms in (("?timeout=7", 7000), ("", store.BUSY_TIMEOUT_S * 1000)):
         client, _ = ensure_store(f"sqlite:///{tmp_path / 'busy.db'}{query}")
         with client.client._tracking_client.store.ManagedSessionMaker() as session:
             assert session.execute(text("PRAGMA busy_timeout")).scalar() == ms
@@ -224,13 +219,13 @@ def test_a_locked_store_is_waited_for_not_fatal(tiny_study, tmp_path, monkeypatc
         "train_acc": 0.6,
     }
     history = [{"epoch": 1, "train_loss": 1.0}]
-    monkeypatch.setattr(tracking, "RETRY_FOR_S", 0.0)
+    monkeypatch.setattr(store, "RETRY_FOR_S", 0.0)
     with locked(db, 3):
         start = time.monotonic()
         with pytest.raises(MlflowException, match="locked"):  # no retries: fails at 1 s, not 20
             tracker.log_network(jobs[0], row, history)
         assert time.monotonic() - start < 2.5
-    monkeypatch.setattr(tracking, "RETRY_FOR_S", 30.0)
+    monkeypatch.setattr(store, "RETRY_FOR_S", 30.0)
     with locked(db, 3):
         start = time.monotonic()
         run_id = tracker.log_network(jobs[0], row, history)  # waits out the lock, then logs
@@ -243,7 +238,7 @@ def test_two_first_starts_at_once_share_one_fresh_store(tmp_path):
     """Two processes creating one fresh store at once race in MLflow's schema migrations."""
     code = (
         "import sys, time\nfrom pathlib import Path\n"
-        "from transferability.tracking import ensure_store\n"
+        "from transferability.tracking.store import ensure_store\n"
         "d = Path(sys.argv[1]); (d / ('ready' + sys.argv[2])).touch()\n"
         "while len(list(d.glob('ready*'))) < 2: time.sleep(0.005)\n"  # start together
         "print(ensure_store(sys.argv[3])[1])\n"
@@ -281,7 +276,7 @@ def test_several_processes_logging_at_once_do_not_lock(tmp_path, workers):
 
     code = (
         "import sys\nfrom mlflow.tracking import MlflowClient\n"
-        "from transferability.tracking import tracking_uri\n"
+        "from transferability.tracking.store import tracking_uri\n"
         "c = MlflowClient(tracking_uri())\n"
         "e = c.get_experiment_by_name('x')\n"
         "for i in range(15):\n"
@@ -441,7 +436,7 @@ def test_no_store_or_no_parent_run_is_a_note_not_a_failure(tmp_path, monkeypatch
     def broken(uri):
         raise RuntimeError("disk I/O error")
 
-    monkeypatch.setattr(tracking, "ensure_store", broken)  # any other error: a note too
+    monkeypatch.setattr(report, "ensure_store", broken)  # any other error: a note too
     assert log_study_results(tmp_path / "results", files) == []
     assert "disk I/O error" in capsys.readouterr().out
 

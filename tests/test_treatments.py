@@ -105,7 +105,7 @@ def test_frozen_layers_are_left_out_of_the_optimizer(trained):
 def test_plan_names_every_network_as_in_the_paper(tiny_cfg):
     from transferability.splits import random_split
 
-    from .conftest import CLASSES
+    from .factories import CLASSES
 
     names = [j.name for j in plan(tiny_cfg, [random_split(CLASSES, 0)])]
     assert names[:2] == ["baseA", "baseB"]

@@ -454,6 +454,40 @@ def run_study_bench(
     )
 
 
+def bench_study(
+    cfg: Config,
+    dataset: Dataset,
+    splits: list[Split],
+    images: int,
+    rounds: int,
+    device: torch.device,
+    params_path: str | Path,
+    profiles_path: str | Path,
+    log: Callable[[str], None] = print,
+) -> StudyBench:
+    """`bench --study`: one block of the study timed in a temporary folder
+    (`run_study_bench`), and the work of the reference profile (`params_path` as it is) and of
+    every profile in `profiles_path` (`study_work`), to cost each at the rate measured."""
+    import tempfile
+
+    import yaml
+
+    from transferability.config import load, profile_overrides
+    from transferability.splits import configured_splits
+
+    with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
+        b = run_study_bench(cfg, dataset, splits, Path(tmp), images, rounds, device, log=log)
+    names = ["reference"]
+    if Path(profiles_path).is_file():
+        names += list(yaml.safe_load(Path(profiles_path).read_text()) or {})
+    b.profiles = {}
+    for name in names:
+        over = [] if name == "reference" else profile_overrides(name, profiles_path)
+        p = load(params_path, over)
+        b.profiles[name] = study_work(p, dataset, configured_splits(p, dataset.classes))
+    return b
+
+
 def study_table(b: StudyBench) -> str:
     lines = [
         f"one block of the study ({b.block}): {b.networks} networks on {b.device} in "
@@ -482,3 +516,75 @@ def study_json(b: StudyBench) -> dict:
         "image_epochs_s": b.image_epochs_s,
         "work_s": b.work_s,
     }
+
+
+# ---------------------------------------------------------------------- time to accuracy
+
+
+def time_to_accuracy_text(curve, summary, margin: float) -> str:
+    """What `time-to-accuracy` prints: each recipe's curve, the summary, and for every level
+    reached, what each recipe needs to come within `margin` points of it."""
+    import pandas as pd
+
+    from transferability.analysis import time_to_level
+
+    lines = []
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        lines.append(curve.drop(columns=["recipe", "split"]).round(2).to_string(index=False))
+        lines.append(summary.round(2).to_string(index=False))
+        for q in summary[summary.reach != "none"].itertuples():
+            what = "converged accuracy" if q.converged else "best so far (not converged)"
+            lines.append(f"\nwithin {margin:g} points of {q.settings}'s {what}, {q.level:.2f}:")
+            to = time_to_level(curve, q.level, margin).drop(columns=["recipe", "split"])
+            lines.append(to.round(2).to_string(index=False))
+    return "\n".join(lines)
+
+
+def plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
+    """Validation accuracy against image-epochs, one colour per recipe: the mean over runs
+    (thick; the benchmark's criterion reads it) and each task's mean over seeds (thin), with
+    the level the recipe must reach (converged − margin: dashed; a lower bound: dotted) and
+    the budget that first reaches it ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from transferability.analysis import RECIPE_KEY
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    summary = summary.set_index(RECIPE_KEY)
+    for (recipe, split, per_class), c in curve.groupby(RECIPE_KEY, sort=False):
+        s = summary.loc[(recipe, split, per_class)]
+        where = f"{split}, " if split else ""
+        (line,) = ax.plot(
+            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({where}{per_class}/class)"
+        )
+        colour = line.get_color()
+        for col in [k for k in c.columns if k.startswith("val_") and k != "val_acc"]:
+            ax.plot(c.image_epochs, c[col], ".-", lw=0.7, alpha=0.5, color=colour)
+            ax.annotate(
+                col[4:],
+                (c.image_epochs.iloc[-1], c[col].iloc[-1]),
+                color=colour,
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        if s.reach != "none":
+            ax.axhline(s.level - margin, color=colour, ls="--" if s.converged else ":", lw=0.8)
+            hit = c.val_acc[c.epochs == s.reach_epochs].iloc[0]
+            ax.plot(s.reach_image_epochs, hit, "o", ms=12, mfc="none", color=colour)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(curve.image_epochs))
+    ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("image-epochs (training images × epochs)")
+    ax.set_ylabel("validation accuracy (%): mean of tasks × seeds;\nthin: each task")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

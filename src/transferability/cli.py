@@ -11,7 +11,7 @@ import click
 
 from transferability import config as config_mod
 from transferability import data as data_mod
-from transferability.place import placed, recorded_dataset
+from transferability.place import placed
 from transferability.splits import configured_splits, load_splits, write_splits
 
 
@@ -94,18 +94,18 @@ def _runs_path(cfg, runs: str | None) -> Path:
     return Path(runs) if runs else Path(cfg.study.results_dir) / "runs.csv"
 
 
-def _train(cfg, which: str, runs: str | None, trust_rows: bool = False, bases: str | None = None):
+def _run_study(cfg, which: str, runs: str | None, trust_rows=False, bases: str | None = None):
+    """Train the networks of `which` (runner.run_study) into the table `runs`."""
     from transferability.runner import run_study
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)
-    runs_path = _runs_path(cfg, runs)
-    t = time.perf_counter()
-    bases_path = Path(bases) if bases else None
-    if bases_path and not bases_path.is_file():
+    runs_path, t = _runs_path(cfg, runs), time.perf_counter()
+    if bases and not Path(bases).is_file():
         raise FileNotFoundError(f"results table of the bases not found: {bases} (--bases)")
+    bases_path = Path(bases) if bases else None
     rows = run_study(
-        cfg, splits, ds, runs_path, which=which, trust_rows=trust_rows, bases=bases_path
+        cfg, splits, ds, runs_path, which, log=click.echo, trust_rows=trust_rows, bases=bases_path
     )
     click.echo(f"{len(rows)} networks in {runs_path} ({time.perf_counter() - t:.0f}s this run)")
 
@@ -133,7 +133,7 @@ TRUST_ROWS = click.option(
 @TRUST_ROWS
 def train_bases(cfg, runs, trust_rows):
     """Train baseA and baseB of every split and seed."""
-    _train(cfg, "bases", runs, trust_rows)
+    _run_study(cfg, "bases", runs, trust_rows)
 
 
 @cli.command()
@@ -143,7 +143,7 @@ def train_bases(cfg, runs, trust_rows):
 @TRUST_ROWS
 def transfer(cfg, runs, bases, trust_rows):
     """Train every transfer network (BnB, BnB+, AnB, AnB+, RnB at every cut)."""
-    _train(cfg, "transfers", runs, trust_rows, bases)
+    _run_study(cfg, "transfers", runs, trust_rows, bases)
 
 
 @cli.command()
@@ -157,7 +157,7 @@ def datasize(cfg, runs, bases, trust_rows):
     """The target-size sweep (beyond the paper): baseB, BnB+ and AnB+ trained on smaller target
     sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
     runs = runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv")
-    _train(cfg, "datasize", runs, trust_rows, bases)
+    _run_study(cfg, "datasize", runs, trust_rows, bases)
 
 
 @cli.command()
@@ -172,21 +172,13 @@ def datasize(cfg, runs, bases, trust_rows):
 def similarity(cfg, out, runs):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
-    from transferability.io import atomic_write
-    from transferability.runner import read_runs
-    from transferability.similarity import layer_similarity
+    from transferability.similarity import write_similarity
 
-    ds = _dataset(cfg)
-    t = time.perf_counter()
+    ds, t = _dataset(cfg), time.perf_counter()
     tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
-    missing = [str(p) for p in tables if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
-    table = layer_similarity(cfg, load_splits(cfg, ds.classes), ds, log=click.echo, md5s=md5s)
     out = Path(out) if out else Path(cfg.study.results_dir) / "cka.csv"
-    with atomic_write(out) as f:
-        table.to_csv(f, index=False, float_format="%.6f")
+    splits = load_splits(cfg, ds.classes)
+    table = write_similarity(cfg, splits, ds, tables, out, log=click.echo)
     click.echo(f"{len(table)} layer comparisons → {out} ({time.perf_counter() - t:.0f}s)")
 
 
@@ -227,71 +219,10 @@ def analyze(cfg, runs, sweep, cka):
 
 
 def _analyze(cfg, runs, sweep=None, cka=None) -> None:
-    from transferability.analysis import analyse
-    from transferability.runner import merge_runs, read_runs
-    from transferability.splits import named_splits
-    from transferability.study import plan
+    from transferability.aggregate import aggregate, console_summary
 
-    out = Path(cfg.study.results_dir)
-    merged = out / "runs.csv"
-    if runs and [Path(r) for r in runs] != [merged]:
-        merge_runs([Path(r) for r in runs], merged)  # only ever adds to it, under its lock
-    read_runs(merged)  # a duplicate or edited line is named here, before the analysis
-    planned = len(plan(cfg, named_splits(cfg)))
-    summary = analyse(
-        merged,
-        out,
-        cfg.num_layers,
-        cfg.analysis,
-        pilot_path=out / "pilot_budgets.csv",
-        planned=planned,
-        directions=cfg.study.directions,
-        sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
-        cka_path=Path(cka) if cka else out / "cka.csv",
-        recipe=config_mod.recipe(cfg),
-        split_classes=_split_classes(cfg),
-        reference_dir=REFERENCE if REFERENCE.is_dir() else None,
-        dataset=(recorded_dataset(out) or {})
-        | {"dissimilar_groups": list(cfg.split.dissimilar_groups)},
-    )
-    blocks = ", ".join(f"{v} {k}" for k, v in summary["blocks"].items())
-    click.echo(f"{summary['networks']} networks, blocks: {blocks} → {out}/")
-    _echo_summary(out)
-
-
-REFERENCE = Path("report/reference")  # the original paper's numbers
-
-
-def _split_classes(cfg) -> dict[str, dict[str, list[str]]]:
-    """The class lists of the configured splits whose files exist (data/splits)."""
-    from transferability.splits import Split, named_splits, split_path
-
-    paths = [split_path(cfg, s.name) for s in named_splits(cfg)]
-    splits = [Split.load(p) for p in paths if p.is_file()]
-    return {s.name: {"A": list(s.A), "B": list(s.B)} for s in splits}
-
-
-def _echo_summary(out: Path) -> None:
-    import pandas as pd
-
-    acc = pd.read_csv(out / "accuracy.csv")
-    claims = pd.read_csv(out / "claims.csv")
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for kind, g in acc.groupby("split_kind"):
-            click.echo(f"\n[{kind}] test accuracy (mean over {int(g['blocks'].max())} blocks)")
-            click.echo(g.pivot(index="n", columns="treatment", values="mean").round(4).to_string())
-        click.echo("\nclaims (accuracy points; intervals over blocks)")
-        cols = [
-            "claim",
-            "estimate",
-            "ci_low",
-            "ci_high",
-            "blocks",
-            "delta",
-            "verdict",
-            "verdict_holm",
-        ]
-        click.echo(claims[cols].round(2).to_string(index=False))
+    summary = aggregate(cfg, [Path(r) for r in runs], sweep, cka)
+    click.echo(console_summary(summary, Path(cfg.study.results_dir)))
 
 
 @cli.command()
@@ -301,7 +232,7 @@ def study(cfg, trust_rows):
     """The whole study in one go: prepare, split, bases, transfers, analyze."""
     t = time.perf_counter()
     _write_splits(cfg, _prepare(cfg))
-    _train(cfg, "all", None, trust_rows)
+    _run_study(cfg, "all", None, trust_rows)
     _analyze(cfg, ())
     click.echo(f"\nstudy finished in {time.perf_counter() - t:.0f}s")
 
@@ -338,49 +269,26 @@ def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_p
     --study, the networks per hour of a block of the study."""
     import torch
 
-    from transferability.bench import as_json, measured_seconds, run_bench, table
+    from transferability import bench as b
+    from transferability.io import write_json
     from transferability.train import resolve_device
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ds = _dataset(cfg)
+    ds, device = _dataset(cfg), resolve_device(cfg.train.device)
     splits = configured_splits(cfg, ds.classes)
-    device = resolve_device(cfg.train.device)
     if study_mode:
-        figures = _bench_study(cfg, ds, splits, images, rounds, device, profiles_path)
+        params = click.get_current_context().params["params_path"]
+        timed = b.bench_study(cfg, ds, splits, images, rounds, device, params, profiles_path)
+        text, figures = b.study_table(timed), b.study_json(timed)
     else:
-        measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-        b = run_bench(cfg, ds, splits, images, rounds, loader_workers, device, measured)
-        click.echo(table(b))
-        figures = as_json(b)
+        measured = b.measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
+        timed = b.run_bench(cfg, ds, splits, images, rounds, loader_workers, device, measured)
+        text, figures = b.table(timed), b.as_json(timed)
+    click.echo(text)
     if json_path:
-        from transferability.io import write_json
-
         write_json(json_path, figures)
         click.echo(f"figures → {json_path}")
-
-
-def _bench_study(cfg, ds, splits, images, rounds, device, profiles_path) -> dict:
-    """`bench --study`: one block of the study timed, and each profile's cost at its rate."""
-    import tempfile
-
-    import yaml
-
-    from transferability.bench import run_study_bench, study_json, study_table, study_work
-
-    with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
-        b = run_study_bench(cfg, ds, splits, Path(tmp), images, rounds, device, log=click.echo)
-    params = click.get_current_context().params["params_path"]
-    names = ["reference"]
-    if Path(profiles_path).is_file():
-        names += list(yaml.safe_load(Path(profiles_path).read_text()) or {})
-    b.profiles = {}
-    for name in names:
-        over = [] if name == "reference" else config_mod.profile_overrides(name, profiles_path)
-        p = config_mod.load(params, over)
-        b.profiles[name] = study_work(p, ds, configured_splits(p, ds.classes))
-    click.echo(study_table(b))
-    return study_json(b)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -392,9 +300,9 @@ def _ints(text: str, name: str) -> list[int]:
         ) from None
 
 
-def _train_budgets(cfg, budgets, tasks: str, seeds: str, out: Path, selffer: bool):
+def _pilot_runs(cfg, budgets, tasks: str, seeds: str, out: Path, selffer: bool):
     """Bases (and with `selffer` their top-cut selffers) of the first split at each budget not
-    yet in `out`: the pilot's and the time-to-accuracy benchmark's runs."""
+    yet in `out` (pilot.run_pilot): the pilot's and the time-to-accuracy benchmark's runs."""
     from transferability.pilot import run_pilot
 
     ds = _dataset(cfg)
@@ -417,18 +325,12 @@ def pilot(cfg, per_class, epochs, tasks, seeds, out):
     scored on the validation split; prints the budget that the rule chooses."""
     import pandas as pd
 
-    from transferability.analysis import choose_budget
-    from transferability.io import atomic_write
-    from transferability.pilot import recipe_id
+    from transferability.pilot import write_budgets
 
     budgets = [(p, e) for p in _ints(per_class, "--per-class") for e in _ints(epochs, "--epochs")]
     out = Path(out) if out else Path(cfg.study.results_dir) / "pilot.csv"
-    rows = _train_budgets(cfg, budgets, tasks, seeds, out, selffer=True)
-    # the rule reads this recipe's runs only (a pilot file may hold other recipes' too)
-    rows = rows[rows.recipe == recipe_id(cfg)]
-    table, choice = choose_budget(rows, cfg.analysis.converged_max_gain)
-    with atomic_write(out.with_name(f"{out.stem}_budgets.csv")) as f:
-        table.to_csv(f, index=False, float_format="%.4f")
+    rows = _pilot_runs(cfg, budgets, tasks, seeds, out, selffer=True)
+    table, choice = write_budgets(cfg, rows, out)
     with pd.option_context("display.width", 160):
         click.echo(table.round(2).to_string(index=False))
     click.echo(f"seed-to-seed SD {choice['seed_sd']:.2f} points; chosen budget: {choice['chosen']}")
@@ -452,78 +354,18 @@ def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no
     import pandas as pd
 
     from transferability.analysis import time_to_accuracy as summarise
-    from transferability.analysis import time_to_level
+    from transferability.bench import plot_time_to_accuracy, time_to_accuracy_text
 
     out = Path(out) if out else Path(cfg.study.results_dir) / "time_to_accuracy.csv"
-    if no_train:
-        if not out.is_file():
-            raise click.BadParameter(f"{out}: no such runs file", param_hint="--out")
-        rows = pd.read_csv(out)
-    else:
-        budgets = [(per_class, e) for e in _ints(epochs, "--epochs")]
-        rows = _train_budgets(cfg, budgets, tasks, seeds, out, selffer=False)
+    if no_train and not out.is_file():
+        raise click.BadParameter(f"{out}: no such runs file", param_hint="--out")
+    budgets = [(per_class, e) for e in _ints(epochs, "--epochs")]
+    rows = pd.read_csv(out) if no_train else _pilot_runs(cfg, budgets, tasks, seeds, out, False)
     curve, summary = summarise(rows, margin)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        click.echo(curve.drop(columns=["recipe", "split"]).round(2).to_string(index=False))
-        click.echo(summary.round(2).to_string(index=False))
-        for q in summary[summary.reach != "none"].itertuples():
-            what = "converged accuracy" if q.converged else "best so far (not converged)"
-            click.echo(f"\nwithin {margin:g} points of {q.settings}'s {what}, {q.level:.2f}:")
-            to = time_to_level(curve, q.level, margin).drop(columns=["recipe", "split"])
-            click.echo(to.round(2).to_string(index=False))
+    click.echo(time_to_accuracy_text(curve, summary, margin))
     if plot:
-        _plot_time_to_accuracy(curve, summary, margin, Path(plot))
+        plot_time_to_accuracy(curve, summary, margin, Path(plot))
         click.echo(f"plot → {plot}")
-
-
-def _plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
-    """Validation accuracy against image-epochs, one colour per recipe: the mean over runs
-    (thick; the benchmark's criterion reads it) and each task's mean over seeds (thin), with
-    the level the recipe must reach (converged − margin: dashed; a lower bound: dotted) and
-    the budget that first reaches it ringed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from transferability.analysis import RECIPE_KEY
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    summary = summary.set_index(RECIPE_KEY)
-    for (recipe, split, per_class), c in curve.groupby(RECIPE_KEY, sort=False):
-        s = summary.loc[(recipe, split, per_class)]
-        where = f"{split}, " if split else ""
-        (line,) = ax.plot(
-            c.image_epochs, c.val_acc, "o-", lw=2, label=f"{s.settings} ({where}{per_class}/class)"
-        )
-        colour = line.get_color()
-        for col in [k for k in c.columns if k.startswith("val_") and k != "val_acc"]:
-            ax.plot(c.image_epochs, c[col], ".-", lw=0.7, alpha=0.5, color=colour)
-            ax.annotate(
-                col[4:],
-                (c.image_epochs.iloc[-1], c[col].iloc[-1]),
-                color=colour,
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7,
-            )
-        if s.reach != "none":
-            ax.axhline(s.level - margin, color=colour, ls="--" if s.converged else ":", lw=0.8)
-            hit = c.val_acc[c.epochs == s.reach_epochs].iloc[0]
-            ax.plot(s.reach_image_epochs, hit, "o", ms=12, mfc="none", color=colour)
-    ax.set_xscale("log", base=2)
-    ticks = sorted(set(curve.image_epochs))
-    ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("image-epochs (training images × epochs)")
-    ax.set_ylabel("validation accuracy (%): mean of tasks × seeds;\nthin: each task")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
 
 
 @cli.command()

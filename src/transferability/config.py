@@ -297,25 +297,61 @@ class Config(Section):
         return list(range(1, layers)) if self.study.cuts == "all" else sorted(self.study.cuts)
 
 
-# the settings that make up the training recipe, which the report states; dvc.yaml's aggregate
-# stage lists the same keys as its params (summary.json carries them)
+# ---------------------------------------------------------------------- what a network is
+# The one definition of the settings that make a network itself, as dotted keys. The fingerprint
+# (study.Study.fingerprint), the pilot's recipe id (pilot.recipe_id) and the recipe the report
+# states (RECIPE_KEYS) are all cut from it, and dvc.yaml's training stages list it among their
+# params (tests/test_identity.py keeps the four in step). The data set's bytes and image size,
+# the classes, the job and the source's fingerprint enter the fingerprint from outside the
+# settings (`Study.fingerprint`).
+HOW_IT_RUNS = (  # how a network is run, not which network it is
+    "train.device",
+    "train.threads",
+    "train.progress",
+    "train.eval_batch_size",
+    "train.eval_every",
+)
+BUDGET = ("data.train_per_class", "train.epochs")  # what the convergence pilot varies
+SCORED_ON = ("data.test_per_class",)  # the test images: they score a network, never train it
+# stated apart in the report: the architecture, the precision (each row records its own) and
+# the validation split
+STATED_APART = ("model.arch", "model.width", "train.precision", "data.val_per_class")
+
+
+def _section_keys(section: str) -> list[str]:
+    return [f"{section}.{k}" for k in Config.model_fields[section].annotation.model_fields]
+
+
+# what shapes training, its budget aside: one recipe's runs at several budgets are comparable
+RECIPE_SETTINGS = [
+    *(k for k in _section_keys("model") + _section_keys("train") if k not in HOW_IT_RUNS + BUDGET),
+    "data.val_per_class",  # held out of the training images
+]
+# a network: its recipe, its budget and the test images it is scored on
+NETWORK_SETTINGS = [*RECIPE_SETTINGS, *BUDGET, *SCORED_ON]
+# the training recipe the report states; dvc.yaml's aggregate stage lists the same keys as its
+# params (summary.json carries them)
 RECIPE_KEYS = {
-    "train": [
-        "batch_size",
-        "lr",
-        "momentum",
-        "nesterov",
-        "weight_decay",
-        "label_smoothing",
-        "schedule",
-        "warmup_epochs",
-        "step_every",
-        "augment",
-        "crop_padding",
-        "crop_fill",
-    ],
-    "model": ["dropout", "init"],
+    section: [
+        k.partition(".")[2]
+        for k in RECIPE_SETTINGS
+        if k.startswith(f"{section}.") and k not in STATED_APART
+    ]
+    for section in ("train", "model")
 }
+
+
+def settings_of(cfg: Config, keys: list[str], precision: str) -> dict[str, dict]:
+    """The settings `keys` of `cfg`, by section. train.precision is `precision`, the one resolved
+    on this machine, and counts only when it is not fp32, so that the networks trained before
+    the setting existed (all fp32) keep their fingerprints."""
+    out: dict[str, dict] = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = precision if key == "train.precision" else getattr(getattr(cfg, section), name)
+        if key != "train.precision" or value != "fp32":
+            out.setdefault(section, {})[name] = value
+    return out
 
 
 def recipe(cfg: Config) -> dict:

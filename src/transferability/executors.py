@@ -99,13 +99,13 @@ def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
     )
 
 
-def execute(
-    cfg: Config, splits: list[Split], study, jobs: list, md5s: dict[str, str] | None = None
-) -> Iterator[Outcome]:
-    """Train `jobs` (independent of each other) and yield each outcome as it completes. A job
-    copies its base only if the base's checkpoint has the md5 `md5s` gives for it (if any)."""
+def execute(study, jobs: list, md5s: dict[str, str] | None = None) -> Iterator[Outcome]:
+    """Train `jobs` (independent of each other) with the settings and splits of `study` (a
+    `study.Study`) and yield each outcome as it completes. A job copies its base only if the
+    base's checkpoint has the md5 `md5s` gives for it (if any)."""
     if not jobs:
         return
+    cfg, splits = study.cfg, list(study.splits.values())
     ex = cfg.study
     md5 = {j: (md5s or {}).get(j.source.network, "") if j.source else "" for j in jobs}
     if ex.executor == "ray":

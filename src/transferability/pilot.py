@@ -15,18 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from transferability import data as data_mod
-from transferability.config import Config
+from transferability.config import RECIPE_SETTINGS, Config, settings_of
 from transferability.io import atomic_write
-from transferability.models import build, copy_layers
 from transferability.splits import Split
-from transferability.study import Study, base_job, derive_seed, machine
-from transferability.train import resolve_device, resolve_precision, train
+from transferability.study import Job, Study, base_job, machine
+from transferability.train import resolve_device, resolve_precision
 
 COLUMNS = [
     "split",
@@ -53,23 +53,15 @@ def precision_of(cfg: Config) -> str:
 
 
 def recipe_id(cfg: Config) -> str:
-    """A hash of the settings that shape training other than the budget itself; the precision
-    counts only when it is not fp32 (as in `Study.fingerprint`)."""
-    train = cfg.train.model_dump(
-        exclude={
-            "epochs",
-            "device",
-            "threads",
-            "progress",
-            "eval_batch_size",
-            "eval_every",
-            "precision",
-        }
-    )
-    precision = precision_of(cfg)
-    if precision != "fp32":
-        train["precision"] = precision
-    ident = {"model": cfg.model.model_dump(), "train": train, "val": cfg.data.val_per_class}
+    """A hash of the settings that shape training other than the budget itself
+    (config.RECIPE_SETTINGS; the precision counts only when it is not fp32)."""
+    settings = settings_of(cfg, RECIPE_SETTINGS, precision_of(cfg))
+    # the shape the committed recipe ids were hashed in
+    ident = {
+        "model": settings["model"],
+        "train": settings["train"],
+        "val": settings["data"]["val_per_class"],
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -88,19 +80,20 @@ def budget_run(
 ) -> dict:
     """One base and (with `selffer`) its top-cut selffer at cfg's budget, scored on the
     validation split. Without the selffer the selffer columns are empty and `seconds` is the
-    base's alone (the time-to-accuracy benchmark)."""
-    study = Study(cfg, [split], dataset)
-    model, _ = study.build(base_job(split.name, split.kind, seed, task))
-    data = study.task(split.name, task)
-    order = derive_seed("data", split.name, seed, task)
-    base = train(model, data, cfg.train, seed=order, desc=f"{split.name}/{task}/s{seed}")
-    sel = None
-    if selffer:
-        top = model.num_layers - 1
-        net = build(model.cfg, derive_seed("init-transfer", split.name, seed, task))
-        copy_layers(net, model.cpu(), top)
-        net.freeze(top)
-        sel = train(net, data, cfg.train, seed=order, desc=f"B{top}B")
+    base's alone (the time-to-accuracy benchmark).
+
+    Both are built and trained as the study builds and trains its networks (`Study.train`):
+    the selffer is the study's BnB at the top cut, and copies the base's checkpoint, written
+    to a temporary folder, only once `Study.build` has checked that it is that base."""
+    with tempfile.TemporaryDirectory(prefix="pilot-") as tmp:
+        here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"models_dir": tmp})})
+        study = Study(here, [split], dataset)
+        base = study.train(base_job(split.name, split.kind, seed, task))
+        sel = None
+        if selffer:
+            study.save(base)
+            sel = study.train(top_selffer(split, seed, task, base.model.num_layers - 1)).result
+    data, result = base.data, base.result
     per_class = len(data.train_x) // len(split.classes(task))
     return {
         "split": split.name,
@@ -109,16 +102,23 @@ def budget_run(
         "per_class": per_class,
         "epochs": cfg.train.epochs,
         "image_epochs": len(data.train_x) * cfg.train.epochs,
-        "val_acc": round(base.val_acc, 6),
+        "val_acc": round(result.val_acc, 6),
         "selffer_val_acc": round(sel.val_acc, 6) if sel else math.nan,
-        "selffer_gain": round(sel.val_acc - base.val_acc, 6) if sel else math.nan,
-        "test_acc": round(base.test_acc, 6),  # recorded for the benchmark; chooses nothing
-        "seconds": round(base.seconds + (sel.seconds if sel else 0.0), 1),
+        "selffer_gain": round(sel.val_acc - result.val_acc, 6) if sel else math.nan,
+        "test_acc": round(result.test_acc, 6),  # recorded for the benchmark; chooses nothing
+        "seconds": round(result.seconds + (sel.seconds if sel else 0.0), 1),
         "recipe": recipe_id(cfg),
         "settings": recipe_text(cfg),
         "machine": machine(),
-        "precision": base.precision,
+        "precision": result.precision,
     }
+
+
+def top_selffer(split: Split, seed: int, task: str, top: int) -> Job:
+    """The selffer of task `task`'s base at cut `top`: the study's BnB there (first `top`
+    layers copied from the base and frozen, the rest a fresh draw)."""
+    other = "B" if task == "A" else "A"
+    return Job(split.name, split.kind, seed, f"{other}->{task}", other, task, "BnB", top)
 
 
 def run_pilot(
@@ -173,3 +173,17 @@ def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selff
                     f"{row['val_acc']:.4f}{sel} ({row['seconds']:.0f}s)"
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_budgets(cfg: Config, rows: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, dict]:
+    """The convergence rule (`analysis.choose_budget`) over this recipe's runs among `rows` (a
+    pilot file may hold other recipes' too), its table written beside `out` as
+    <stem>_budgets.csv; returns the table and the choice."""
+    from transferability.analysis import choose_budget
+
+    table, choice = choose_budget(
+        rows[rows.recipe == recipe_id(cfg)], cfg.analysis.converged_max_gain
+    )
+    with atomic_write(out.with_name(f"{out.stem}_budgets.csv")) as f:
+        table.to_csv(f, index=False, float_format="%.4f")
+    return table, choice

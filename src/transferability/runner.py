@@ -27,7 +27,9 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from filelock import FileLock, Timeout
@@ -35,10 +37,13 @@ from filelock import FileLock, Timeout
 from transferability import data as data_mod
 from transferability.config import Config
 from transferability.executors import execute
-from transferability.io import atomic_write, md5_file
+from transferability.io import atomic_write
 from transferability.place import claim, identify
 from transferability.splits import Split
 from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan, plan_datasize
+
+if TYPE_CHECKING:
+    from transferability.tracking.tracker import Tracker
 
 # ---------------------------------------------------------------------- results table
 
@@ -248,36 +253,8 @@ def clean_leftovers(runs_path: Path, models_dir: str | Path) -> list[Path]:
 
 def not_done(study: Study, job: Job, rows: dict[str, dict], trust_rows: bool = False) -> str:
     """Why `job` must be (re)trained given the table's `rows`; "" when it is done."""
-    row = rows.get(job.network)
-    if row is None:
-        return "no row"
-    if row.get("fingerprint") != study.fingerprint(job):
-        return "its settings changed"
-    path = study.checkpoint(job)
-    if not path.is_file():
-        return "" if trust_rows else f"checkpoint {path} missing"
-    base = rows.get(job.source.network) if job.source else None
-    if base is not None and row.get("source_md5") != base.get("checkpoint_md5"):
-        return f"it copied another {job.source.network} than the one in the table"
-    if md5_file(path) != row.get("checkpoint_md5"):
-        return f"checkpoint {path} is not the one its row records (damaged or replaced)"
-    try:
-        meta = study.verify(job, path)
-    except CheckpointMismatch as e:
-        return str(e)
-    final = (meta.get("history") or [{}])[-1]
-    for k in ("test_acc", "val_acc", "train_acc", "train_loss"):
-        if k in final and not _same(row.get(k, ""), final[k]):
-            return f"its row's {k} {row.get(k)} is not its checkpoint's (the table was edited)"
-    return ""
-
-
-def _same(text: str, value: float) -> bool:
-    try:
-        x = float(text)
-    except ValueError:
-        return False
-    return x == round(value, 6) or (math.isnan(x) and math.isnan(value))
+    source = rows.get(job.source.network) if job.source else None
+    return study.stale(job, rows.get(job.network), source, trust_rows)
 
 
 def todo(
@@ -357,34 +334,22 @@ def run_study(
             log(f"{name}: retrained: {why}")
         if gone:
             log(f"removed {len(gone)} temporary file(s) that an interrupted write left behind")
-        tracker = _tracker(cfg, study, everything, jobs, left, rows, log)
-        failed: list[str] = []
+        run = StudyRun(study, everything, rows, known, runs_path, log)
+        run.tracker = _tracker(run, jobs, left)
         # the tracker ends its parent run KILLED on Ctrl-C and FAILED on an error, never RUNNING
-        with tracker or nullcontext():
+        with run.tracker or nullcontext():
             try:
-                _train(
-                    cfg,
-                    splits,
-                    study,
-                    left,
-                    everything,
-                    rows,
-                    known,
-                    runs_path,
-                    tracker,
-                    failed,
-                    log,
-                )
+                _train_left(run, left)
             except KeyboardInterrupt:
                 log(f"interrupted: {len(rows)} rows kept in {runs_path}; run again to resume")
                 raise
-            if tracker:
-                tracker.finish(status="FAILED" if failed else "FINISHED")
-    if failed:
+            if run.tracker:
+                run.tracker.finish(status="FAILED" if run.failed else "FINISHED")
+    if run.failed:
         raise RuntimeError(
-            f"{len(failed)} network(s) failed (retried up to {cfg.study.retries} times where a "
-            "retry can help; the others are saved; fix the cause and run again):\n  "
-            + "\n  ".join(failed)
+            f"{len(run.failed)} network(s) failed (retried up to {cfg.study.retries} times where "
+            "a retry can help; the others are saved; fix the cause and run again):\n  "
+            + "\n  ".join(run.failed)
         )
     mine = {j.network for j in jobs}
     return [r for r in read_runs(runs_path) if r["network"] in mine]
@@ -419,22 +384,40 @@ def _check_bases(study: Study, jobs: list[Job], left: list[Job], rows: dict) -> 
         )
 
 
-def _tracker(cfg, study, everything, jobs, left, rows, log):
-    """The MLflow tracker, with what a killed run left half-logged repaired, and finished
-    networks that have no finished run yet logged (reconcile)."""
-    if not cfg.study.mlflow:
-        return None
-    from transferability.tracking import Tracker
+@dataclass
+class StudyRun:
+    """One run of `run_study`: the study, what it holds, the table it writes and what the
+    training loop records as it goes."""
 
-    tracker = Tracker(cfg, study, everything, Path(cfg.data.prepared))
+    study: Study
+    everything: list[Job]  # every network of the study, in the order the table keeps
+    rows: dict[str, dict]  # the table's rows by network, a finished network's added at once
+    known: dict[str, dict]  # rows of another table (--bases) that hold the bases copied
+    runs_path: Path
+    log: Callable[[str], None] = print
+    tracker: Tracker | None = None
+    failed: list[str] = field(default_factory=list)  # "network: error" of each that failed
+
+
+def _tracker(run: StudyRun, jobs: list[Job], left: list[Job]) -> Tracker | None:
+    """The MLflow tracker, with what a killed run left half-logged repaired, and finished
+    networks of `jobs` (not `left` to train) that have no finished run yet logged."""
+    study = run.study
+    if not study.cfg.study.mlflow:
+        return None
+    from transferability.tracking.tracker import Tracker
+
+    tracker = Tracker(study.cfg, study, run.everything, Path(study.cfg.data.prepared))
     repaired = tracker.repair()
     if repaired:
-        log(f"MLflow: {len(repaired)} run(s) a killed study left unfinished removed; logged anew")
+        run.log(
+            f"MLflow: {len(repaired)} run(s) a killed study left unfinished removed; logged anew"
+        )
     for job in jobs:
-        if job not in left and job.network in rows and not tracker.run_id_of(job.network):
+        if job not in left and job.network in run.rows and not tracker.run_id_of(job.network):
             path = study.checkpoint(job)
             history = study.verify(job, path).get("history", []) if path.is_file() else []
-            _log(tracker, job, rows[job.network], history, log)
+            _log(tracker, job, run.rows[job.network], history, run.log)
     return tracker
 
 
@@ -448,9 +431,9 @@ def _log(tracker, job, row, history, log) -> None:
         )
 
 
-def _train(
-    cfg, splits, study, left, everything, rows, known, runs_path, tracker, failed, log
-) -> None:
+def _train_left(run: StudyRun, left: list[Job]) -> None:
+    """Train the networks `left`, bases first; each finished one is committed at once (its
+    row written to the table, then its MLflow run), each failed one added to `run.failed`."""
     done = 0
     # bases before the transfers that copy them; within each phase networks are independent
     for phase in (
@@ -458,19 +441,19 @@ def _train(
         [j for j in left if j.treatment != "base"],
     ):
         # a copy takes its base only with the bytes the base's row records (when it has one)
-        md5s = {k: r.get("checkpoint_md5", "") for k, r in (known | rows).items()}
-        for job, result, error in execute(cfg, splits, study, phase, md5s):
+        md5s = {k: r.get("checkpoint_md5", "") for k, r in (run.known | run.rows).items()}
+        for job, result, error in execute(run.study, phase, md5s):
             done += 1
             if error is not None:
-                failed.append(f"{job.network}: {error}")
-                log(f"[{done}/{len(left)}] {job.network}: FAILED ({error})")
+                run.failed.append(f"{job.network}: {error}")
+                run.log(f"[{done}/{len(left)}] {job.network}: FAILED ({error})")
                 continue
             row, history = result
-            rows[job.network] = row
-            write_runs(runs_path, ordered(rows, everything))
-            if tracker:
-                _log(tracker, job, row, history, log)
-            log(
+            run.rows[job.network] = row
+            write_runs(run.runs_path, ordered(run.rows, run.everything))
+            if run.tracker:
+                _log(run.tracker, job, row, history, run.log)
+            run.log(
                 f"[{done}/{len(left)}] {job.network}: val {row['val_acc']:.4f} "
                 f"test {row['test_acc']:.4f} ({row['seconds']:.0f}s)"
             )
@@ -500,7 +483,7 @@ def prune(
             write_runs(runs_path, ordered(keep, everything), drop=dropped)
         runs = []
         if cfg.study.mlflow:
-            from transferability.tracking import Tracker
+            from transferability.tracking.tracker import Tracker
 
             # finds the study's parent run, never creates one: a study with none has no runs
             tracker = Tracker(cfg, Study(cfg, splits, dataset), everything, None, create=False)

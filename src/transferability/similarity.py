@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
-from transferability.io import md5_file
+from transferability.io import atomic_write, md5_file
 from transferability.models import load_checkpoint
 from transferability.splits import Split
 from transferability.study import CheckpointMismatch, Job, Study, base_job, sweep_blocks
@@ -148,3 +149,25 @@ def layer_similarity(
                         rows.append((split, seed, direction, comp, n, layer, c, len(x)))
         log(f"{split}/s{seed}: CKA of {len(cfg.study.directions) * len(cfg.cuts) * 2 + 2} networks")
     return pd.DataFrame(rows, columns=CKA_COLUMNS)
+
+
+def write_similarity(
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    tables: list[Path],
+    out: Path,
+    log: Callable = print,
+) -> pd.DataFrame:
+    """`layer_similarity`, every checkpoint read checked against the md5 its row in one of the
+    results `tables` records, written to `out` (cka.csv)."""
+    from transferability.runner import read_runs
+
+    missing = [str(p) for p in tables if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    table = layer_similarity(cfg, splits, dataset, log=log, md5s=md5s)
+    with atomic_write(out) as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+    return table

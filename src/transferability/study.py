@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -34,10 +35,11 @@ from pathlib import Path
 import torch
 
 from transferability import data as data_mod
-from transferability.config import Config
+from transferability.config import NETWORK_SETTINGS, Config, settings_of
 from transferability.io import md5_file
 from transferability.models import (
     NetConfig,
+    TransferNet,
     arch_digest,
     build,
     copy_layers,
@@ -46,7 +48,13 @@ from transferability.models import (
     save_checkpoint,
 )
 from transferability.splits import Split
-from transferability.train import DeviceTask, resolve_device, resolve_precision, train
+from transferability.train import (
+    DeviceTask,
+    TrainResult,
+    resolve_device,
+    resolve_precision,
+    train,
+)
 
 COPY_FROM_TARGET = {"BnB", "BnB+"}
 COPY_FROM_SOURCE = {"AnB", "AnB+"}
@@ -216,6 +224,17 @@ def plan_datasize(cfg: Config, splits: list[Split]) -> list[Job]:
     return bases + transfers
 
 
+@dataclass
+class Trained:
+    """A network just trained, before its checkpoint is written."""
+
+    job: Job
+    model: TransferNet
+    result: TrainResult
+    source_md5: str  # the md5 of the base checkpoint it copied ("" for a base)
+    data: DeviceTask
+
+
 class Study:
     """Runs the jobs of a study against one prepared dataset, skipping finished networks."""
 
@@ -230,34 +249,29 @@ class Study:
     # ------------------------------------------------------------------ identity
 
     def fingerprint(self, job: Job) -> str:
-        """A hash of everything that determines a network; a changed setting retrains it.
-
-        The precision it trains in counts only when it is not fp32, so that the networks
-        trained before the setting existed (all fp32) keep their fingerprints. A custom
+        """A hash of everything that determines a network; a changed setting retrains it: the
+        settings config.NETWORK_SETTINGS names (the precision it trains in counts only when it is
+        not fp32), the data set, the classes, the job and its source's fingerprint. A custom
         architecture (`package.module:function`) adds the hash of its module's source: an
         edited network is a new one; the built-in ones add nothing and keep theirs."""
-        c = self.cfg
+        settings = settings_of(self.cfg, NETWORK_SETTINGS, self.precision)
+        images = settings["data"]
         split = self.splits[job.split]
-        train_cfg = c.train.model_dump(
-            exclude={"device", "threads", "progress", "eval_batch_size", "eval_every", "precision"}
-        )
-        if self.precision != "fp32":
-            train_cfg["precision"] = self.precision
-        ident = {
+        ident = {  # the shape the committed fingerprints were hashed in
             "job": job.identity,
             "classes": [list(split.A), list(split.B)],
             "data": [
                 self.dataset.source_hash,
                 self.dataset.image_size,
-                c.data.train_per_class,
-                c.data.test_per_class,
-                c.data.val_per_class,
+                images["train_per_class"],
+                images["test_per_class"],
+                images["val_per_class"],
             ],
-            "model": c.model.model_dump(),
-            "train": train_cfg,
+            "model": settings["model"],
+            "train": settings["train"],
             "source": self.fingerprint(job.source) if job.source else None,
         }
-        if digest := arch_digest(c.model.arch):
+        if digest := arch_digest(self.cfg.model.arch):
             ident["arch_source"] = digest
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -307,6 +321,34 @@ class Study:
             )
         return meta
 
+    def stale(
+        self, job: Job, row: dict | None, source_row: dict | None = None, trust_rows=False
+    ) -> str:
+        """Why the network of results row `row` is not `job` as now configured ("" when it is):
+        no row, other settings, a checkpoint missing (fine with `trust_rows`), copied from
+        another base than the one of `source_row`, or a checkpoint that is not the row's
+        (damaged, replaced, stale) or whose accuracies the row does not record (edited)."""
+        if row is None:
+            return "no row"
+        if row.get("fingerprint") != self.fingerprint(job):
+            return "its settings changed"
+        path = self.checkpoint(job)
+        if not path.is_file():
+            return "" if trust_rows else f"checkpoint {path} missing"
+        if source_row is not None and row.get("source_md5") != source_row.get("checkpoint_md5"):
+            return f"it copied another {job.source.network} than the one in the table"
+        if md5_file(path) != row.get("checkpoint_md5"):
+            return f"checkpoint {path} is not the one its row records (damaged or replaced)"
+        try:
+            meta = self.verify(job, path)
+        except CheckpointMismatch as e:
+            return str(e)
+        final = (meta.get("history") or [{}])[-1]
+        for k in ("test_acc", "val_acc", "train_acc", "train_loss"):
+            if k in final and not _same(row.get(k, ""), final[k]):
+                return f"its row's {k} {row.get(k)} is not its checkpoint's (the table was edited)"
+        return ""
+
     def build(self, job: Job, base_md5: str = "") -> tuple[torch.nn.Module, str]:
         """The network of `job` before training, and the md5 of the base checkpoint it copied.
 
@@ -348,8 +390,8 @@ class Study:
             model.freeze(job.n)
         return model, source_md5
 
-    def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:
-        """Train one network, write its checkpoint atomically; return its row and history."""
+    def train(self, job: Job, base_md5: str = "") -> Trained:
+        """Build `job`'s network (`build`) and train it on its target task; nothing is written."""
         model, source_md5 = self.build(job, base_md5)
         data = self.task(job.split, job.target_task, job.per_class)
         result = train(
@@ -359,22 +401,37 @@ class Study:
             seed=derive_seed("data", job.split, job.seed, job.target_task),
             desc=job.network,
         )
+        return Trained(job, model, result, source_md5, data)
+
+    def save(self, trained: Trained) -> Path:
+        """Write the checkpoint of a trained network atomically, with what `verify` reads."""
+        job, result = trained.job, trained.result
         path = self.checkpoint(job)
-        fingerprint = self.fingerprint(job)
         meta = {
             "network": job.network,
             "split": job.split,
             "treatment": job.treatment,
             "n": job.n,
             "seed": job.seed,
-            "fingerprint": fingerprint,
+            "fingerprint": self.fingerprint(job),
             "precision": result.precision,
-            "source_md5": source_md5,
+            "source_md5": trained.source_md5,
             "classes": self.splits[job.split].classes(job.target_task),
             "history": result.history,
         }
-        save_checkpoint(path, model, meta)
-        row = {
+        save_checkpoint(path, trained.model, meta)
+        return path
+
+    def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:
+        """Train one network, write its checkpoint atomically; return its row and history."""
+        trained = self.train(job, base_md5)
+        path = self.save(trained)
+        return self.row(trained, path), trained.result.history
+
+    def row(self, trained: Trained, path: Path) -> dict:
+        """The results row of a trained network whose checkpoint is `path`."""
+        job, result, data = trained.job, trained.result, trained.data
+        return {
             "network": job.network,
             "split": job.split,
             "split_kind": job.split_kind,
@@ -386,7 +443,7 @@ class Study:
             "seed": job.seed,
             "arch": self.cfg.model.arch,
             "width": self.cfg.model.width,
-            "num_classes": model.cfg.num_classes,
+            "num_classes": trained.model.cfg.num_classes,
             "train_images": len(data.train_x),
             "val_images": len(data.val_x),
             "test_images": len(data.test_x),
@@ -399,9 +456,17 @@ class Study:
             "checkpoint": path.as_posix(),
             "checkpoint_md5": md5_file(path),
             "source_network": job.source.network if job.source else "",
-            "source_md5": source_md5,
-            "fingerprint": fingerprint,
+            "source_md5": trained.source_md5,
+            "fingerprint": self.fingerprint(job),
             "machine": machine(),
             "precision": result.precision,
         }
-        return row, result.history
+
+
+def _same(text: str, value: float) -> bool:
+    """Whether a row's number (text) is the value, as the row rounds it."""
+    try:
+        x = float(text)
+    except ValueError:
+        return False
+    return x == round(value, 6) or (math.isnan(x) and math.isnan(value))

@@ -52,7 +52,17 @@ def stages(name: str, root: Path = ROOT) -> dict:
             **{k: v for k, v in s.items() if k != "params"},
             "params": [{params: s["params"]}],
         }
-    return {"stages": out}
+    models = settings(name, root)["study"]["models_dir"]
+    bases = yaml.safe_load((root / "dvc.yaml").read_text())["artifacts"]["bases"]
+    artifacts = {  # relative to this dvc.yaml's folder, as DVC reads an artifact's path
+        "bases": bases
+        | {
+            "path": f"../../{models}/bases",
+            "desc": bases["desc"].replace("the reference study", f"the {name} study"),
+            "labels": [name if x == "reference" else x for x in bases["labels"]],
+        }
+    }
+    return {"stages": out, "artifacts": artifacts}
 
 
 def derive(name: str, root: Path = ROOT) -> dict[Path, str]:

@@ -163,3 +163,15 @@ def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, ca
     assert (tmp_path / "b.png").stat().st_size > 0
     code, _, err = run(monkeypatch, capsys, "time-to-accuracy", "--no-train", "--out", "none.csv")
     assert code == 2 and "none.csv" in err
+
+
+def test_a_profile_prints_as_dvc_flags_or_as_command_line_flags(capsys):
+    from transferability.cli import main
+
+    main(["profile", "quick"])
+    dvc_flags = capsys.readouterr().out.split()
+    main(["profile", "quick", "--cli"])
+    cli_flags = capsys.readouterr().out.split()
+    assert dvc_flags[0] == "-S" and cli_flags[0] == "--set"
+    assert dvc_flags[1::2] == cli_flags[1::2]
+    assert "--set" not in dvc_flags and "-S" not in cli_flags

@@ -405,11 +405,15 @@ def reproduce(cfg, networks, runs):
 @cli.command()
 @click.argument("name")
 @click.option("--file", "path", default="profiles.yaml", show_default=True)
-def profile(name, path):
-    """Print the `dvc exp run` flags (-S key=value ...) of a named profile."""
+@click.option("--cli", "as_cli", is_flag=True, help="As this command line's --set flags instead.")
+def profile(name, path, as_cli):
+    """Print a named profile's overrides as `dvc exp run` flags (-S key=value ...; what
+    `make repro PROFILE=name` passes), or with --cli as flags of these commands (--set ...)."""
     import shlex
 
-    click.echo(" ".join(f"-S {shlex.quote(s)}" for s in config_mod.profile_overrides(name, path)))
+    flag = "--set" if as_cli else "-S"
+    overrides = config_mod.profile_overrides(name, path)
+    click.echo(" ".join(f"{flag} {shlex.quote(s)}" for s in overrides))
 
 
 def _stop(signum, frame):

@@ -15,7 +15,9 @@ returns rows:
   layer critical, a small one robust;
 - `interpolation_rows` (Neyshabur, Sedghi & Zhang 2020): accuracy along the straight line
   between two networks' weights (the nets have no batch norm: plain interpolation). The
-  shortfall below the line between the endpoints' accuracies; its maximum is the barrier;
+  shortfall below the line between the endpoints' accuracies; its maximum is the barrier.
+  AnB+ and BnB+ share the fresh draw of the layers above n and the batch order (study.py), so
+  a barrier between them comes from where their copied layers started;
 - `transfusion_rows` (Raghu et al. 2019): AnB+ fine-tuned from random first n layers drawn with
   the mean and SD of each output channel of baseA's: what the weights' scale alone gives.
 

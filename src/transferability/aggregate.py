@@ -19,13 +19,17 @@ REFERENCE = Path("report/reference")  # the original paper's numbers
 
 
 def aggregate(
-    cfg: Config, runs: list[Path] = (), sweep: Path | None = None, cka: Path | None = None
+    cfg: Config,
+    runs: list[Path] = (),
+    sweep: Path | None = None,
+    cka: Path | None = None,
+    diagnostics: Path | None = None,
 ) -> dict:
     """Merge `runs` into <results_dir>/runs.csv (only ever added to, under its lock), check it
     line by line, and write every results file from it; returns the summary.
 
-    `sweep` (the target-size sweep's table) and `cka` (the layer similarities) default to
-    runs_datasize.csv and cka.csv beside it, each read if it is there."""
+    `sweep` (the target-size sweep's table), `cka` (the layer similarities) and `diagnostics`
+    default to runs_datasize.csv, cka.csv and diagnostics.csv beside it, each read if there."""
     out = Path(cfg.study.results_dir)
     merged = out / "runs.csv"
     if runs and list(map(Path, runs)) != [merged]:
@@ -41,6 +45,7 @@ def aggregate(
         directions=cfg.study.directions,
         sweep_path=Path(sweep) if sweep else out / "runs_datasize.csv",
         cka_path=Path(cka) if cka else out / "cka.csv",
+        diagnostics_path=Path(diagnostics) if diagnostics else out / "diagnostics.csv",
         recipe=recipe(cfg),
         split_classes=split_classes(cfg),
         reference_dir=REFERENCE if REFERENCE.is_dir() else None,

@@ -184,6 +184,38 @@ def similarity(cfg, out, runs):
 
 @cli.command()
 @with_params
+@click.option("--out", default=None, help="Table [default: <results_dir>/diagnostics.csv].")
+@click.option(
+    "--runs",
+    multiple=True,
+    help="Results tables whose rows' md5s every checkpoint read must have "
+    "[default: <results_dir>/runs.csv, if there].",
+)
+def diagnostics(cfg, out, runs):
+    """Model stitching, layer re-initialisation, interpolation after fine-tuning and weight
+    scale alone (beyond.diagnostics) on the first beyond.blocks random blocks (beyond the paper;
+    transfusion trains, the others are inference or train a stitch only)."""
+    from transferability.diagnostics import network_diagnostics
+    from transferability.io import atomic_write
+    from transferability.runner import read_runs
+
+    ds = _dataset(cfg)
+    t = time.perf_counter()
+    tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
+    missing = [str(p) for p in tables if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    splits = load_splits(cfg, ds.classes)
+    table = network_diagnostics(cfg, splits, ds, log=click.echo, md5s=md5s)
+    out = Path(out) if out else Path(cfg.study.results_dir) / "diagnostics.csv"
+    with atomic_write(out) as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+    click.echo(f"{len(table)} diagnostic rows → {out} ({time.perf_counter() - t:.0f}s)")
+
+
+@cli.command()
+@with_params
 @RUNS_OPTION
 @click.option("--yes", is_flag=True, help="Drop them; without it, only list what would go.")
 def prune(cfg, runs, yes):
@@ -213,15 +245,21 @@ def prune(cfg, runs, yes):
 @click.option(
     "--cka", default=None, help="Layer similarities [default: <results_dir>/cka.csv, if there]."
 )
-def analyze(cfg, runs, sweep, cka):
+@click.option(
+    "--diagnostics",
+    "diag",
+    default=None,
+    help="The diagnostics [default: <results_dir>/diagnostics.csv, if there].",
+)
+def analyze(cfg, runs, sweep, cka, diag):
     """Accuracies, gaps, Table 1, the claims, and the work beyond the paper → results/."""
-    _analyze(cfg, runs, sweep, cka)
+    _analyze(cfg, runs, sweep, cka, diag)
 
 
-def _analyze(cfg, runs, sweep=None, cka=None) -> None:
+def _analyze(cfg, runs, sweep=None, cka=None, diag=None) -> None:
     from transferability.aggregate import aggregate, console_summary
 
-    summary = aggregate(cfg, [Path(r) for r in runs], sweep, cka)
+    summary = aggregate(cfg, [Path(r) for r in runs], sweep, cka, diag)
     click.echo(console_summary(summary, Path(cfg.study.results_dir)))
 
 

@@ -191,6 +191,11 @@ SESOI = {
     "dissimilar_dose_response": 5.6,
     "random_frozen_collapse": 45.1,
     "boost_shrinks_with_data": 0.7,
+    # the diagnostics (beyond the paper, part 2; analysis/claims.py explains each δ)
+    "stitch_penalty_below_specificity": 0.8,
+    "reinit_first_layer_critical": 5.0,
+    "finetune_stays_in_source_basin": 1.0,
+    "reuse_beats_scale": 0.7,
 }
 
 
@@ -237,10 +242,24 @@ class BeyondConfig(Section):
     datasize_cuts: list[Annotated[int, Field(ge=1)]] = [1, 3]
     # test images (the same number of each of the ten classes) on which layers are compared
     cka_images: Annotated[int, Field(ge=10)] = 2000
+    # the diagnostics that pull specificity apart from co-adaptation (diagnostics.py), on the
+    # same blocks: which to run and at which cuts (null: the study's cuts)
+    diagnostics: list[Literal["stitching", "reinit", "interpolation", "transfusion"]] = [
+        "interpolation",
+        "reinit",
+        "stitching",
+        "transfusion",
+    ]  # sorted, as the validator keeps them
+    diagnostics_cuts: list[Annotated[int, Field(ge=1)]] | None = None
+    stitch_epochs: Annotated[int, Field(ge=1)] = 10  # epochs of training an affine stitch
+    stitch_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # Adam's step size for the stitch
+    interpolation_points: Annotated[int, Field(ge=2)] = 11  # α = 0, 0.1, ..., 1 at 11
 
-    @field_validator("datasize_per_class", "datasize_cuts")
+    @field_validator("datasize_per_class", "datasize_cuts", "diagnostics", "diagnostics_cuts")
     @classmethod
     def _sizes(cls, v):
+        if v is None:
+            return v
         if len(set(v)) != len(v):
             raise ValueError(f"names an entry twice: {v}")
         return sorted(v)

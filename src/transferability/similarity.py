@@ -19,10 +19,9 @@ import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
-from transferability.io import atomic_write, md5_file
-from transferability.models import load_checkpoint
+from transferability.io import atomic_write
 from transferability.splits import Split
-from transferability.study import CheckpointMismatch, Job, Study, base_job, sweep_blocks
+from transferability.study import Job, Study, base_job, sweep_blocks
 from transferability.train import DeviceTask
 
 FINE_TUNED = ("AnB+", "BnB+")
@@ -118,18 +117,7 @@ def layer_similarity(
     rows = []
 
     def grams_of(job: Job) -> list[np.ndarray]:
-        path = study.checkpoint(job)
-        if not path.is_file():
-            raise FileNotFoundError(f"{job.network}: checkpoint {path} not found; train it first")
-        study.verify(job, path)
-        expected = (md5s or {}).get(job.network)
-        if expected and md5_file(path) != expected:
-            raise CheckpointMismatch(
-                f"{job.network}: checkpoint {path} is not the one its results row records "
-                "(damaged or replaced): retrain it (transferability study / dvc repro)"
-            )
-        model, _ = load_checkpoint(path)
-        return layer_grams(model, x)
+        return layer_grams(study.load(job, (md5s or {}).get(job.network, "")), x)
 
     for split, seed in sweep_blocks(cfg, splits):
         base = {t: grams_of(base_job(split, kinds[split], seed, t)) for t in ("A", "B")}

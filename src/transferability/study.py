@@ -349,6 +349,28 @@ class Study:
                 return f"its row's {k} {row.get(k)} is not its checkpoint's (the table was edited)"
         return ""
 
+    def load(self, job: Job, md5: str = "") -> torch.nn.Module:
+        """The trained network of `job`, read for inference: its checkpoint must be that network
+        as now configured (`verify`, which also refuses a damaged one) and, when `md5` is given
+        (the md5 its results row records), have those bytes."""
+        path = self.checkpoint(job)
+        if not path.is_file():
+            raise FileNotFoundError(f"{job.network}: checkpoint {path} not found; train it first")
+        self.verify(job, path)
+        if md5 and md5_file(path) != md5:
+            raise CheckpointMismatch(
+                f"{job.network}: checkpoint {path} is not the one its results row records "
+                "(damaged or replaced): retrain it (transferability study / dvc repro)"
+            )
+        model, _ = load_checkpoint(path)
+        return model
+
+    def init_seed(self, job: Job) -> int:
+        """The seed of `job`'s initial draw (`models.build`): a base's own, or the fresh draw
+        that the transfer networks of its (block, target task) share."""
+        role = "init" if job.treatment == "base" else "init-transfer"
+        return derive_seed(role, job.split, job.seed, job.target_task)
+
     def build(self, job: Job, base_md5: str = "") -> tuple[torch.nn.Module, str]:
         """The network of `job` before training, and the md5 of the base checkpoint it copied.
 
@@ -359,10 +381,7 @@ class Study:
         """
         split = self.splits[job.split]
         classes = split.classes(job.target_task)
-        role = "init" if job.treatment == "base" else "init-transfer"
-        model = build(
-            self.net_config(len(classes)), derive_seed(role, job.split, job.seed, job.target_task)
-        )
+        model = build(self.net_config(len(classes)), self.init_seed(job))
         source_md5 = ""
         if job.source is not None:
             path = self.checkpoint(job.source)

@@ -22,7 +22,10 @@ test against 0 with an equivalence test against ±δ (Lakens, Scheel and Isager 
   every cut the loss is shown smaller than δ (an intersection–union test), **contradicted**
   when at some cut it is shown larger (Bonferroni over the cuts), else **inconclusive**.
 
-Claims in the "beyond" family say *supported* where a paper claim says *reproduced*.
+Claims in the "beyond" family say *supported* where a paper claim says *reproduced*. The
+"diagnostics" family (beyond the paper, part 2: one statement per diagnostic of diagnostics.py,
+registered before any diagnostic ran) reads the same way; its claims are listed only once the
+diagnostics' table exists (`Claim.needs`), so that without it every other row is as before.
 
 Gates are checks, not claims. A claim measured against baseB is **not testable** unless every
 gate passed: the bases converged (the top-cut selffer B(top)B gains less than
@@ -53,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from transferability.analysis.blocks import block_values, diff, normalised, paired
+from transferability.analysis.diagnostics import column, reinit_contrast, with_diagnostics
 from transferability.analysis.inference import NONE, Estimate, holm, one_sample, slope, welch
 from transferability.config import AnalysisConfig
 
@@ -96,6 +100,7 @@ class Context:
     imbalance: dict[str, float] = field(default_factory=dict)
     dissimilar_imbalance: float | None = None
     datasize: pd.DataFrame | None = None  # the target-size sweep's units (beyond the paper)
+    diagnostics: pd.DataFrame | None = None  # the diagnostics' table (beyond the paper, part 2)
 
     @property
     def top(self) -> int:
@@ -122,14 +127,17 @@ class Claim:
     measure: Callable[[Context], Measured]
     against_base: bool = False
     family: str = "paper"
+    needs: str = ""  # a Context field without which the claim is not listed at all
 
 
 REGISTRY: dict[str, Claim] = {}
 
 
-def claim(name: str, finding: str, kind: str = "effect", against_base=False, family="paper"):
+def claim(
+    name: str, finding: str, kind: str = "effect", against_base=False, family="paper", needs=""
+):
     def register(fn):
-        REGISTRY[name] = Claim(name, finding, kind, fn, against_base, family)
+        REGISTRY[name] = Claim(name, finding, kind, fn, against_base, family, needs)
         return fn
 
     return register
@@ -269,6 +277,83 @@ def _shrinks(c: Context) -> Measured:
         du[du.per_class == hi], boost, cuts
     )
     return Measured(f"{what} ({lo} vs {hi} images/class)", one_sample(d.dropna()))
+
+
+# ---------------------------------------------------------------------- the diagnostics
+# beyond the paper, part 2 (diagnostics.py): one statement per diagnostic, each on the first
+# `beyond.blocks` random blocks; listed once the diagnostics' table exists
+
+
+def _diagnostic_cuts(c: Context, diagnostic: str) -> list[int]:
+    d = c.diagnostics
+    return sorted(set(d.n[d.diagnostic == diagnostic])) if d is not None else []
+
+
+def _on_units(c: Context, name: str, what: str, cuts: list[int]) -> Measured:
+    if not cuts:
+        return Measured(what, NONE, why_not=f"no {name} rows in the diagnostics' table")
+    units = with_diagnostics(c.random, c.diagnostics)
+    return Measured(what, one_sample(c.points(units, column(name), cuts)))
+
+
+@claim(
+    "stitch_penalty_below_specificity",
+    "at the middle cuts baseA's features serve baseB's own upper layers through an affine "
+    "stitch at less cost than AnB's specificity gap: much of the gap is retraining, not "
+    "unsuitable features",
+    family="diagnostics",
+    needs="diagnostics",
+)
+def _stitching(c: Context) -> Measured:
+    middle = list(range(2, c.top)) or [1]
+    what = f"(BnB − AnB) − (baseB − stitched), n={middle[0]}..{middle[-1]}"
+    if not set(middle) <= set(_diagnostic_cuts(c, "stitching")):
+        return Measured(what, NONE, why_not=f"no stitching rows at every cut of {middle}")
+    units = with_diagnostics(c.random, c.diagnostics)
+    gap = lambda u: diff("BnB", "AnB")(u) - column("stitch_penalty")(u)  # noqa: E731
+    return Measured(what, one_sample(c.points(units, gap, middle)))
+
+
+@claim(
+    "reinit_first_layer_critical",
+    "the first layer is critical and the top hidden layer robust: resetting layer 1 of a base to "
+    "its initial weights costs more than resetting the last layer below the classifier",
+    family="diagnostics",
+    needs="diagnostics",
+)
+def _reinit(c: Context) -> Measured:
+    what = f"drop on resetting layer 1 − layer {c.top} to its initial weights"
+    values = 100 * reinit_contrast(c.diagnostics, 1, c.top)
+    if values.empty:
+        return Measured(what, NONE, why_not=f"no reinit rows of layers 1 and {c.top}")
+    return Measured(what, one_sample(values))
+
+
+@claim(
+    "finetune_stays_in_source_basin",
+    "fine-tuning stays in its source's basin: no loss barrier on the straight line from baseA's "
+    "copied layers to AnB+'s",
+    "equivalence",
+    family="diagnostics",
+    needs="diagnostics",
+)
+def _basin(c: Context) -> Measured:
+    cuts = _diagnostic_cuts(c, "interpolation")
+    what = f"barrier from AnB+ to its source, n={','.join(map(str, cuts))}"
+    return _on_units(c, "barrier_source", what, cuts)
+
+
+@claim(
+    "reuse_beats_scale",
+    "AnB+ owes its accuracy to reused features, not to their scale: it beats the same network "
+    "started from random layers with baseA's per-channel mean and SD",
+    family="diagnostics",
+    needs="diagnostics",
+)
+def _transfusion(c: Context) -> Measured:
+    cuts = _diagnostic_cuts(c, "transfusion")
+    what = f"AnB+ − scale-matched start, n={','.join(map(str, cuts))}"
+    return _on_units(c, "scale_gap", what, cuts)
 
 
 # ---------------------------------------------------------------------- gates
@@ -445,7 +530,31 @@ def rule_text(cl: Claim, delta: float, rules: AnalysisConfig) -> str:
         )
     if cl.name.startswith("boost_over"):
         text += "; decided by the paper's Table 1 first row (all cuts)"
-    return text
+    return text + DIAGNOSTIC_RULES.get(cl.name, "")
+
+
+DIAGNOSTIC_RULES = {
+    "stitch_penalty_below_specificity": (
+        "; the stitch (a 1×1 convolution or linear map, identity at the start) trained alone on "
+        "B's training images; both sides scored on B's test images; δ of first_layer_general: "
+        "a difference smaller than the smallest specificity that counts"
+    ),
+    "reinit_first_layer_critical": (
+        "; each base's layer reset to its own initial draw (rebuilt from the base's init seed), "
+        "scored on its task's test images, averaged over the block's two bases; δ: about ten "
+        "times a base's seed-to-seed SD"
+    ),
+    "finetune_stays_in_source_basin": (
+        "; barrier: the largest shortfall below the line between the ends' accuracies over "
+        "evenly spaced α (beyond.interpolation_points), the first n layers interpolated, AnB+'s "
+        "above; mean over the diagnostics' cuts; δ: about twice a base's seed-to-seed SD"
+    ),
+    "reuse_beats_scale": (
+        "; the start draws each output channel of baseA's first n layers from a normal of its "
+        "mean and SD, then fine-tunes as AnB+ (same data order and upper-layer draw); mean over "
+        "the diagnostics' cuts; δ of boost_over_selffer"
+    ),
+}
 
 
 def evaluate(
@@ -460,6 +569,8 @@ def evaluate(
     failed_gates = blocking(gate_table)
     rows, measured = [], {}
     for name, cl in REGISTRY.items():
+        if cl.needs and getattr(c, cl.needs) is None:
+            continue  # its stage has not run: not listed, so the other rows stay as they were
         m = cl.measure(c)
         measured[name] = m
         delta = rules.sesoi[name]

@@ -25,6 +25,9 @@ from transferability.analysis.blocks import (
 )
 from transferability.analysis.budget import budget_regime
 from transferability.analysis.claims import REGISTERED, Context, blocking, evaluate
+from transferability.analysis.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
+from transferability.analysis.diagnostics import diagnostics_table
+from transferability.analysis.diagnostics import read as read_diagnostics
 from transferability.analysis.facts import report_facts
 from transferability.analysis.paper import paper_sizes
 from transferability.config import AnalysisConfig
@@ -68,14 +71,18 @@ def analyse(
     split_classes: dict[str, dict[str, list[str]]] | None = None,
     reference_dir: Path | None = None,
     dataset: dict | None = None,
+    diagnostics_path: Path | None = None,
 ) -> dict:
     """Write accuracy.csv, accuracy_by_n.csv, gaps.csv, table1.csv, claims.csv (rules v2),
     claims_v1.csv (rules v1, as the reference study was registered), gates.csv, failed.csv,
-    datasize.csv, cka_summary.csv, summary.json and metrics.json; return the summary.
+    datasize.csv, cka_summary.csv, diagnostics_summary.csv, summary.json and metrics.json;
+    return the summary.
 
     With the pilot's budgets table, the study's budget is checked against the pilot's verdict
     (a gate); with the target-size sweep's rows (`sweep_path`) and the layer similarities
-    (`cka_path`), the work beyond the paper is summarised too (else its tables are empty).
+    (`cka_path`), the work beyond the paper is summarised too (else its tables are empty); with
+    the diagnostics' table (`diagnostics_path`), so are the diagnostics, and their claims join
+    claims.csv (without it, claims.csv is what it was before they existed).
     `split_classes` (split name → {"A": [...], "B": [...]}) places each split on the
     dissimilarity axis; `reference_dir` holds the paper's numbers; `recipe` (the training
     settings) and `dataset` (its name and classes, from the results folder's dataset.json)
@@ -98,11 +105,18 @@ def analyse(
     pilot = pd.read_csv(pilot_path) if pilot_path and Path(pilot_path).is_file() else None
     budget = budget_regime(runs, pilot)
     failed = failed_networks(runs, rules.failed_margin)
-    context = claims_context(units, num_layers, rules, split_classes, du)
+    has_diag = diagnostics_path and Path(diagnostics_path).is_file()
+    diag = read_diagnostics(diagnostics_path) if has_diag else None
+    context = claims_context(units, num_layers, rules, split_classes, du, diag)
     masked = context
     if len(failed):
         masked = claims_context(
-            without_networks(units, runs, failed.network), num_layers, rules, split_classes, du
+            without_networks(units, runs, failed.network),
+            num_layers,
+            rules,
+            split_classes,
+            du,
+            diag,
         )
     paper = paper_sizes(reference_dir) if reference_dir else None
     cl, gate_table = evaluate(context, budget["converged"], paper, masked)
@@ -122,6 +136,11 @@ def analyse(
         "failed.csv": failed,
         "datasize.csv": ds,
         "cka_summary.csv": ck,
+        "diagnostics_summary.csv": diagnostics_table(
+            diag if diag is not None else pd.DataFrame(columns=DIAGNOSTICS_COLUMNS),
+            rules,
+            directions,
+        ),
     }
     for name, df in tables.items():
         with atomic_write(out_dir / name) as f:
@@ -189,7 +208,9 @@ def _records(df: pd.DataFrame, key: str) -> dict:
     return {r[key]: {k: _clean(v) for k, v in r.items() if k != key} for r in df.to_dict("records")}
 
 
-def claims_context(units, num_layers, rules, split_classes=None, datasize=None) -> Context:
+def claims_context(
+    units, num_layers, rules, split_classes=None, datasize=None, diagnostics=None
+) -> Context:
     """The claims' inputs: complete blocks of each split kind, and each split's imbalance."""
     imbalance, dis_imbalance = {}, None
     classes = split_classes or {}
@@ -205,6 +226,7 @@ def claims_context(units, num_layers, rules, split_classes=None, datasize=None) 
         imbalance,
         dis_imbalance,
         datasize,
+        diagnostics,
     )
 
 

@@ -1,0 +1,397 @@
+"""Beyond the paper, part 2: diagnostics that pull specificity apart from co-adaptation.
+
+AnB falls below BnB for two reasons mixed together: task A's features do not suit task B, and
+upper layers retrained from scratch on frozen copied ones cannot re-find a co-adapted solution.
+Four diagnostics, each a function of trained networks and a task's images (`DeviceTask`) that
+returns rows:
+
+- `stitching_rows` (Lenc & Vedaldi 2015; Bansal, Nakkiran & Barak 2021): baseA's first n layers,
+  frozen → an affine stitch (a 1×1 convolution on feature maps, a linear map on vectors; the
+  identity at the start) → baseB's layers above n, frozen. Only the stitch trains, on B's
+  training images. The penalty baseB − stitched is what A's features lack for B's own upper
+  layers, with B's co-adaptation kept;
+- `reinit_rows` (Zhang, Bengio & Singer 2019): one layer of a trained base reset to its initial
+  weights (the base's own draw, rebuilt from its seed) or to a fresh draw; a large drop marks the
+  layer critical, a small one robust;
+- `interpolation_rows` (Neyshabur, Sedghi & Zhang 2020): accuracy along the straight line
+  between two networks' weights (the nets have no batch norm: plain interpolation). The
+  shortfall below the line between the endpoints' accuracies; its maximum is the barrier.
+  AnB+ and BnB+ share the fresh draw of the layers above n and the batch order (study.py), so
+  a barrier between them comes from where their copied layers started;
+- `transfusion_rows` (Raghu et al. 2019): AnB+ fine-tuned from random first n layers drawn with
+  the mean and SD of each output channel of baseA's: what the weights' scale alone gives.
+
+`network_diagnostics` runs them on the study's first `beyond.blocks` random blocks (every
+checkpoint checked as for CKA) and returns the stage's table (COLUMNS). Accuracies are
+fractions on the target task's test images (`accuracy`) and validation images
+(`val_accuracy`); `value` = `reference` − `accuracy`: the stitching penalty, the drop of a
+reset layer, the shortfall below the line, AnB+'s edge over the scale-matched start.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferability import data as data_mod
+from transferability.config import BeyondConfig, Config, TrainConfig
+from transferability.models import TransferNet, build
+from transferability.splits import Split
+from transferability.study import Job, Study, base_job, derive_seed, sweep_blocks
+from transferability.train import DeviceTask, autocast, batch_crop_flip, evaluate, train
+
+DIAGNOSTICS = ("stitching", "reinit", "interpolation", "transfusion")
+COLUMNS = [
+    "split",
+    "seed",
+    "direction",  # "" for a base's own diagnostic (reinit)
+    "task",  # the task scored on: the target (the base's own for reinit)
+    "n",  # the cut (reinit: the layer reset)
+    "diagnostic",
+    "variant",  # stitching: identity | trained; reinit: init | fresh; interpolation: to BnB+ |
+    # to source; transfusion: scale
+    "alpha",  # interpolation: the fraction of the way from AnB+ to the other end
+    "accuracy",
+    "val_accuracy",
+    "reference",
+    "value",
+    "seconds",
+]
+
+
+def scores(model: nn.Module, data: DeviceTask, bs: int, precision: str) -> tuple[float, float]:
+    """(test, validation) accuracy; validation nan without validation images."""
+    test = evaluate(model, data, data.test_x, data.test_y, bs, precision)
+    if not len(data.val_x):
+        return test, math.nan
+    return test, evaluate(model, data, data.val_x, data.val_y, bs, precision)
+
+
+def _row(n, variant, acc: tuple[float, float], reference: float, seconds=0.0, alpha=math.nan):
+    return {
+        "n": n,
+        "variant": variant,
+        "alpha": alpha,
+        "accuracy": acc[0],
+        "val_accuracy": acc[1],
+        "reference": reference,
+        "value": reference - acc[0],
+        "seconds": round(seconds, 3),
+    }
+
+
+# ---------------------------------------------------------------------- stitching
+
+
+def identity_stitch(shape: torch.Size) -> nn.Module:
+    """An affine map of a layer's output onto itself, the identity at the start: a 1×1
+    convolution on feature maps (N, C, H, W), a linear map on vectors (N, D)."""
+    width = shape[1]
+    stitch = nn.Conv2d(width, width, 1) if len(shape) == 4 else nn.Linear(width, width)
+    with torch.no_grad():
+        stitch.weight.zero_()
+        stitch.weight.view(width, width).copy_(torch.eye(width))
+        stitch.bias.zero_()
+    return stitch
+
+
+class Stitched(nn.Module):
+    """`bottom`'s first n layers → an affine stitch → `top`'s layers above n; only the stitch
+    has gradients (both networks are copied, so the originals stay as they were)."""
+
+    def __init__(self, bottom: TransferNet, top: TransferNet, n: int):
+        super().__init__()
+        a, b = bottom.cfg, top.cfg
+        if (a.arch, a.width, a.image_size) != (b.arch, b.width, b.image_size):
+            raise ValueError(f"cannot stitch {a.arch} (width {a.width}) into {b.arch} ({b.width})")
+        if not 1 <= n < top.num_layers:
+            raise ValueError(f"cut n={n} out of range 1..{top.num_layers - 1}")
+        self.n = n
+        self.bottom = copy.deepcopy(nn.ModuleList(bottom.layers[:n])).requires_grad_(False)
+        self.top = copy.deepcopy(nn.ModuleList(top.layers[n:])).requires_grad_(False)
+        device = next(bottom.parameters()).device
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, a.image_size, a.image_size, device=device)
+            shape = self.below(self.bottom.eval(), probe).shape
+        self.stitch = identity_stitch(shape).to(device)
+
+    @staticmethod
+    def below(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # nothing below the stitch learns: no autograd graph there
+            x = self.below(self.bottom, x)
+        return self.below(self.top, self.stitch(x))
+
+
+def train_stitch(
+    model: Stitched,
+    data: DeviceTask,
+    recipe: TrainConfig,
+    epochs: int,
+    lr: float,
+    seed: int,
+    precision: str = "fp32",
+) -> None:
+    """Train the stitch alone with Adam on the task's training images, in the recipe's batches
+    and augmentation; the frozen networks stay in eval mode (no dropout)."""
+    model.eval()
+    opt = torch.optim.Adam(model.stitch.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.train_x)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(data.train_x.device)
+        for i in range(0, n, recipe.batch_size):
+            idx = perm[i : i + recipe.batch_size]
+            xb = data.train_x[idx]
+            if recipe.augment:
+                xb = batch_crop_flip(xb, recipe.crop_padding, gen, recipe.crop_fill)
+            with autocast(xb.device, precision):
+                loss = F.cross_entropy(model(data.normalise(xb)), data.train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def stitching_rows(
+    bottom: TransferNet,
+    top: TransferNet,
+    cuts: Iterable[int],
+    data: DeviceTask,
+    recipe: TrainConfig,
+    beyond: BeyondConfig,
+    seed: int,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """At each cut: the stitched network's accuracy at the identity stitch and after training
+    it (`beyond.stitch_epochs` at `beyond.stitch_lr`); reference: `top`'s own accuracy."""
+    bs = recipe.eval_batch_size
+    reference = scores(top, data, bs, precision)[0]
+    rows = []
+    for n in cuts:
+        start = time.perf_counter()
+        model = Stitched(bottom, top, n)
+        rows.append(_row(n, "identity", scores(model, data, bs, precision), reference))
+        train_stitch(
+            model, data, recipe, beyond.stitch_epochs, beyond.stitch_lr, seed + n, precision
+        )
+        acc = scores(model, data, bs, precision)
+        rows.append(_row(n, "trained", acc, reference, time.perf_counter() - start))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- re-initialisation
+
+
+def reinitialised(model: TransferNet, layer: int, source: TransferNet) -> TransferNet:
+    """A copy of `model` whose layer `layer` (1-based, as the paper counts) is `source`'s."""
+    out = copy.deepcopy(model)
+    out.layers[layer - 1].load_state_dict(source.layers[layer - 1].state_dict())
+    return out
+
+
+def reinit_rows(
+    model: TransferNet,
+    initial: TransferNet,
+    fresh: TransferNet,
+    data: DeviceTask,
+    bs: int,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Each layer reset, one at a time, to `initial`'s weights (the network before training)
+    and to `fresh`'s (another draw); reference: the trained network's accuracy."""
+    reference = scores(model, data, bs, precision)[0]
+    rows = []
+    for layer in range(1, model.num_layers + 1):
+        for variant, source in (("init", initial), ("fresh", fresh)):
+            start = time.perf_counter()
+            acc = scores(reinitialised(model, layer, source), data, bs, precision)
+            rows.append(_row(layer, variant, acc, reference, time.perf_counter() - start))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- interpolation
+
+
+def interpolated(
+    net0: TransferNet, net1: TransferNet, alpha: float, layers: Iterable[int] | None = None
+) -> TransferNet:
+    """`net0` with the weights of `layers` (1-based; all by default) moved the fraction `alpha`
+    of the way to `net1`'s: θ0 + α(θ1 − θ0) (torch.lerp: exactly θ0 at α = 0, θ1 at α = 1, and
+    θ0 all along when θ1 = θ0); the other layers stay `net0`'s."""
+    out = copy.deepcopy(net0)
+    with torch.no_grad():
+        for k in layers if layers is not None else range(1, net0.num_layers + 1):
+            ends = net1.layers[k - 1].state_dict()
+            for name, p in out.layers[k - 1].state_dict().items():
+                p.copy_(torch.lerp(p, ends[name].to(p.device), alpha))
+    return out
+
+
+def interpolation_rows(
+    net0: TransferNet,
+    net1: TransferNet,
+    data: DeviceTask,
+    points: int,
+    layers: Iterable[int] | None = None,
+    bs: int = 1000,
+    precision: str = "fp32",
+) -> pd.DataFrame:
+    """Accuracy at `points` evenly spaced α from 0 (net0) to 1 (net1); reference: the straight
+    line between the endpoints' accuracies, (1 − α)·acc(0) + α·acc(1)."""
+    layers = list(layers) if layers is not None else None
+    alphas = np.linspace(0.0, 1.0, points)
+    accs, secs = [], []
+    for a in alphas:
+        start = time.perf_counter()
+        accs.append(scores(interpolated(net0, net1, float(a), layers), data, bs, precision))
+        secs.append(time.perf_counter() - start)
+    lo, hi = accs[0][0], accs[-1][0]
+    return pd.DataFrame(
+        [
+            _row(0, "", acc, (1 - a) * lo + a * hi, s, alpha=float(a))
+            for a, acc, s in zip(alphas, accs, secs, strict=True)
+        ]
+    )
+
+
+def barrier(rows: pd.DataFrame) -> float:
+    """The loss barrier of one path: the largest shortfall below the line between its ends."""
+    return float(rows.value.max())
+
+
+# ---------------------------------------------------------------------- weight scale alone
+
+
+@torch.no_grad()
+def scale_matched(layer: nn.Module, gen: torch.Generator) -> None:
+    """Redraw `layer`'s weights at random in place, each output channel from a normal with
+    that channel's own mean and SD; biases from the mean and SD of the layer's biases."""
+    for m in layer.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            w = m.weight.reshape(len(m.weight), -1)
+            draw = torch.randn(w.shape, generator=gen).to(w.device)
+            draw = draw * w.std(1, keepdim=True) + w.mean(1, keepdim=True)
+            m.weight.copy_(draw.view_as(m.weight))
+            b = m.bias
+            spread = b.std() if len(b) > 1 else torch.zeros((), device=b.device)
+            m.bias.copy_(torch.randn(b.shape, generator=gen).to(b.device) * spread + b.mean())
+
+
+def transfusion_rows(
+    start: TransferNet,
+    n: int,
+    reference: TransferNet,
+    data: DeviceTask,
+    recipe: TrainConfig,
+    seed: int,
+    draw_seed: int,
+) -> pd.DataFrame:
+    """`start` (AnB+ before training: baseA's first n layers over the shared fresh draw) with
+    its first n layers redrawn by `scale_matched`, then fine-tuned as AnB+ is (`recipe`, data
+    seed `seed`); reference: AnB+'s accuracy (`reference`, the trained network)."""
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(draw_seed)
+    for layer in start.layers[:n]:
+        scale_matched(layer, gen)
+    result = train(start, data, recipe, seed=seed, desc=f"transfusion n={n}")
+    bs = recipe.eval_batch_size
+    ref = evaluate(reference, data, data.test_x, data.test_y, bs, result.precision)
+    acc = (result.test_acc, result.val_acc)
+    return pd.DataFrame([_row(n, "scale", acc, ref, time.perf_counter() - t0)])
+
+
+# ---------------------------------------------------------------------- the study's blocks
+
+
+def diagnostic_cuts(cfg: Config) -> list[int]:
+    """`beyond.diagnostics_cuts`, or the study's cuts; every one must be a cut of the study
+    (interpolation and transfusion read its AnB+ and BnB+ networks)."""
+    cuts = cfg.beyond.diagnostics_cuts or cfg.cuts
+    bad = sorted(set(cuts) - set(cfg.cuts))
+    if bad:
+        raise ValueError(
+            f"beyond.diagnostics_cuts: {bad} are not cuts of the study ({cfg.cuts}, study.cuts)"
+        )
+    return list(cuts)
+
+
+def network_diagnostics(
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    log: Callable = print,
+    md5s: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """The diagnostics of `beyond.diagnostics` on the first `beyond.blocks` random blocks, at
+    `diagnostic_cuts`: one table (COLUMNS). Every checkpoint read must be the network the study
+    now configures (`Study.load`) and, where `md5s` (network → md5, from its results row) names
+    it, have those bytes."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    study = Study(cfg, splits, dataset)
+    which, cuts = set(cfg.beyond.diagnostics), diagnostic_cuts(cfg)
+    kinds = {s.name: s.kind for s in splits}
+    bs, precision = cfg.train.eval_batch_size, study.precision
+    md5 = (md5s or {}).get
+    out = []
+
+    def load(job: Job) -> TransferNet:
+        return study.load(job, md5(job.network, "")).to(study.device)
+
+    def add(rows: pd.DataFrame, key: dict, diagnostic: str, variant: str | None = None):
+        rows = rows.assign(**key, diagnostic=diagnostic)
+        out.append(rows.assign(variant=variant) if variant else rows)
+
+    for split, seed in sweep_blocks(cfg, splits):
+        t0 = time.perf_counter()
+        block = {"split": split, "seed": seed}
+        jobs = {t: base_job(split, kinds[split], seed, t) for t in ("A", "B")}
+        bases = {t: load(job) for t, job in jobs.items()}
+        if "reinit" in which:
+            for t, net in bases.items():
+                initial = build(net.cfg, study.init_seed(jobs[t]))
+                fresh = build(net.cfg, derive_seed("reinit-fresh", split, seed, t))
+                rows = reinit_rows(net, initial, fresh, study.task(split, t), bs, precision)
+                add(rows, block | {"direction": "", "task": t}, "reinit")
+        for direction in cfg.study.directions:
+            s, t = direction.split("->")
+            data, key = study.task(split, t), block | {"direction": direction, "task": t}
+            if "stitching" in which:
+                stitch_seed = derive_seed("stitch", split, seed, direction)
+                rows = stitching_rows(
+                    bases[s], bases[t], cuts, data, cfg.train, cfg.beyond, stitch_seed, precision
+                )
+                add(rows, key, "stitching")
+            for n in cuts if which & {"interpolation", "transfusion"} else []:
+                anb_job = Job(split, kinds[split], seed, direction, s, t, "AnB+", n)
+                anb = load(anb_job)
+                if "interpolation" in which:
+                    bnb = load(Job(split, kinds[split], seed, direction, s, t, "BnB+", n))
+                    points = cfg.beyond.interpolation_points
+                    for variant, end, layers in (
+                        ("to BnB+", bnb, None),
+                        ("to source", bases[s], range(1, n + 1)),
+                    ):
+                        rows = interpolation_rows(anb, end, data, points, layers, bs, precision)
+                        add(rows.assign(n=n), key, "interpolation", variant)
+                if "transfusion" in which:
+                    start, _ = study.build(anb_job, md5(anb_job.source.network, ""))
+                    data_seed = derive_seed("data", split, seed, t)
+                    draw = derive_seed("transfusion", split, seed, direction, n)
+                    rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw)
+                    add(rows, key, "transfusion")
+        log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
+    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
+    return table.reindex(columns=COLUMNS)

@@ -1,0 +1,147 @@
+"""Beyond the paper, part 2: the diagnostics summarised over blocks, their claims, and the
+paper's claims untouched by them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferability.analysis import analyse, unit_table
+from transferability.analysis.claims import REGISTRY, evaluate
+from transferability.analysis.diagnostics import COLUMNS, diagnostics_table, read, unit_values
+from transferability.analysis.summary import claims_context
+from transferability.config import AnalysisConfig
+from transferability.runner import write_runs
+
+from .factories import L, make_runs
+
+RULES = AnalysisConfig()
+DIAGNOSTICS = [k for k, c in REGISTRY.items() if c.family == "diagnostics"]
+
+
+def runs(blocks=5):
+    """baseB = BnB = 0.8, AnB 3 points below BnB at every cut: specificity 3 points."""
+    return make_runs(blocks, lambda b, t, tr, n: 0.77 if tr == "AnB" else 0.8)
+
+
+def diag_rows(blocks=5, penalty=0.005, bump=0.001, drop1=0.3, edge=0.02):
+    """A diagnostics table of `blocks` blocks: stitching penalty `penalty` (+0.001 per block),
+    a bump of `bump` (× (block + 1)) in the middle of the path to the source, resetting layer
+    1 costs `drop1` (+0.01 per block) and layer 4 one point, AnB+ beats the scale-matched start
+    by `edge` (+0.002 per block); the B->A direction 0.002 above A->B everywhere."""
+    rows = []
+
+    def add(b, d, task, n, diagnostic, variant, value, alpha=np.nan):
+        acc = 0.8 - value
+        rows.append((f"random{b}", 0, d, task, n, diagnostic, variant, alpha, acc, acc, 0.8,
+                     value, 0.1))  # fmt: skip
+
+    for b in range(blocks):
+        for t in ("A", "B"):
+            for layer in range(1, L + 1):
+                v = {1: drop1 + 0.01 * b, 4: 0.01}.get(layer, 0.03)
+                add(b, "", t, layer, "reinit", "init", v)
+                add(b, "", t, layer, "reinit", "fresh", v + 0.01)
+        for d, s in (("A->B", 0.0), ("B->A", 0.002)):
+            t = d[-1]
+            for n in range(1, L):
+                add(b, d, t, n, "stitching", "identity", 0.4)
+                add(b, d, t, n, "stitching", "trained", penalty + 0.001 * b + s)
+                add(b, d, t, n, "transfusion", "scale", edge + 0.002 * b + s)
+                for a in (0.0, 0.5, 1.0):
+                    mid = a == 0.5
+                    add(b, d, t, n, "interpolation", "to source", bump * (b + 1) * mid, a)
+                    add(b, d, t, n, "interpolation", "to BnB+", 0.2 * mid + s, a)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def claims_of(diag, blocks=5):
+    c, _ = evaluate(claims_context(unit_table(runs(blocks)), L, RULES, diagnostics=diag))
+    return c.set_index("claim")
+
+
+def test_every_diagnostic_has_one_claim_and_a_delta():
+    assert len(DIAGNOSTICS) == 4 and set(DIAGNOSTICS) <= set(RULES.sesoi)
+    assert all(REGISTRY[k].needs == "diagnostics" for k in DIAGNOSTICS)
+
+
+def test_the_summary_averages_directions_inside_blocks_then_intervals():
+    t = diagnostics_table(diag_rows(), RULES, ["A->B", "B->A"])
+    t = t.set_index(["diagnostic", "variant", "statistic", "n"])
+    stitched = t.loc[("stitching", "trained", "value", 2)]
+    # 0.005 + 0.001 b + (0 or 0.002), averaged over directions then over b = 0..4
+    assert stitched.estimate == pytest.approx(0.005 + 0.002 + 0.001) and stitched.blocks == 5
+    assert stitched.ci_low < stitched.estimate < stitched.ci_high
+    barrier = t.loc[("interpolation", "to source", "barrier", 3)]
+    assert barrier.estimate == pytest.approx(0.001 * 3) and np.isnan(barrier.alpha)
+    at_half = t.xs(("interpolation", "to BnB+", "value", 1)).set_index("alpha")
+    assert at_half.loc[0.5, "estimate"] == pytest.approx(0.201)
+    labels = t.xs(("reinit", "init", "value")).label
+    assert labels[1] == "critical" and labels[4] == "robust" and labels[2] == "robust"
+    assert (t.xs(("reinit", "init", "value")).blocks == 5).all()  # two bases in each block
+
+
+def test_a_block_lacking_a_direction_or_a_base_gives_no_number():
+    diag = diag_rows()
+    diag = diag[~((diag.split == "random4") & (diag.direction == "B->A"))]
+    diag = diag[~((diag.split == "random3") & (diag.task == "B") & (diag.diagnostic == "reinit"))]
+    t = diagnostics_table(diag, RULES, ["A->B", "B->A"]).set_index(
+        ["diagnostic", "variant", "statistic", "n"]
+    )
+    assert t.loc[("stitching", "trained", "value", 1), "blocks"] == 4
+    assert (t.xs(("reinit", "init", "value")).blocks == 4).all()
+
+
+def test_the_diagnostics_claims_read_supported_on_clear_constructed_effects():
+    c = claims_of(diag_rows())
+    assert c.loc[DIAGNOSTICS, "family"].eq("diagnostics").all()
+    # specificity 3 points − penalty (0.5 + 0.2 + 0.1) points
+    assert c.loc["stitch_penalty_below_specificity", "estimate"] == pytest.approx(2.2)
+    assert c.loc["reinit_first_layer_critical", "estimate"] == pytest.approx(30 + 2 - 1)
+    assert c.loc["finetune_stays_in_source_basin", "estimate"] == pytest.approx(0.3)
+    assert c.loc["reuse_beats_scale", "estimate"] == pytest.approx(2 + 0.4 + 0.1)
+    assert (c.loc[DIAGNOSTICS, "verdict"] == "supported").all()
+    assert (c.loc[DIAGNOSTICS, "verdict_holm"] == "supported").all()
+
+
+def test_the_diagnostics_claims_read_against_the_statement_when_it_fails():
+    c = claims_of(diag_rows(penalty=0.06, bump=0.02, drop1=-0.1, edge=-0.05))
+    assert c.loc["stitch_penalty_below_specificity", "verdict"] == "reversed"
+    assert c.loc["reinit_first_layer_critical", "verdict"] == "reversed"
+    assert c.loc["finetune_stays_in_source_basin", "verdict"] == "contradicted"
+    assert c.loc["reuse_beats_scale", "verdict"] == "reversed"
+
+
+def test_too_few_blocks_or_missing_diagnostics_are_not_testable():
+    c = claims_of(diag_rows(blocks=3), blocks=3)
+    assert (c.loc[DIAGNOSTICS, "verdict"] == "not testable").all()
+    only_reinit = diag_rows()
+    only_reinit = only_reinit[only_reinit.diagnostic == "reinit"]
+    c = claims_of(only_reinit)
+    assert c.loc["reinit_first_layer_critical", "verdict"] == "supported"
+    for k in ("stitch_penalty_below_specificity", "reuse_beats_scale"):
+        assert c.loc[k, "verdict"] == "not testable" and "no " in c.loc[k, "rule"]
+
+
+def test_the_other_claims_are_the_same_with_or_without_the_diagnostics():
+    without = claims_of(None)
+    assert not set(DIAGNOSTICS) & set(without.index)  # not listed before their stage ran
+    with_ = claims_of(diag_rows()).drop(DIAGNOSTICS)
+    pd.testing.assert_frame_equal(without, with_)  # their own Holm family: nothing else moves
+
+
+def test_analyse_writes_the_summary_and_leaves_claims_csv_as_it_was(tmp_path):
+    write_runs(tmp_path / "runs.csv", runs().to_dict("records"))
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    analyse(tmp_path / "runs.csv", tmp_path / "a", L, RULES)
+    diag = tmp_path / "diagnostics.csv"
+    diag_rows().to_csv(diag, index=False)
+    s = analyse(tmp_path / "runs.csv", tmp_path / "b", L, RULES, diagnostics_path=diag)
+    assert s["claims"]["reuse_beats_scale"]["verdict"] == "supported"
+    before = pd.read_csv(tmp_path / "a/claims.csv")
+    after = pd.read_csv(tmp_path / "b/claims.csv")
+    assert after.claim.tolist() == before.claim.tolist() + DIAGNOSTICS
+    summary = pd.read_csv(tmp_path / "b/diagnostics_summary.csv")
+    assert set(summary.diagnostic) == {"stitching", "reinit", "interpolation", "transfusion"}
+    assert pd.read_csv(tmp_path / "a/diagnostics_summary.csv").empty
+    assert read(diag).direction.tolist().count("") == 5 * 2 * L * 2  # "" reads back as ""
+    assert len(unit_values(read(diag))) == 5 * 2 * (L - 1)

@@ -160,15 +160,19 @@ def datasize(cfg, runs, bases, trust_rows):
     _run_study(cfg, "datasize", runs, trust_rows, bases)
 
 
-@cli.command()
-@with_params
-@click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
-@click.option(
+# the results tables whose rows' md5s every checkpoint that a command reads must have
+_md5_tables = click.option(
     "--runs",
     multiple=True,
     help="Results tables whose rows' md5s every checkpoint read must have "
     "[default: <results_dir>/runs.csv, if there].",
 )
+
+
+@cli.command()
+@with_params
+@click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
+@_md5_tables
 def similarity(cfg, out, runs):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
@@ -185,12 +189,7 @@ def similarity(cfg, out, runs):
 @cli.command()
 @with_params
 @click.option("--out", default=None, help="Table [default: <results_dir>/diagnostics.csv].")
-@click.option(
-    "--runs",
-    multiple=True,
-    help="Results tables whose rows' md5s every checkpoint read must have "
-    "[default: <results_dir>/runs.csv, if there].",
-)
+@_md5_tables
 def diagnostics(cfg, out, runs):
     """Model stitching, layer re-initialisation, interpolation after fine-tuning and weight
     scale alone (beyond.diagnostics) on the first beyond.blocks random blocks (beyond the paper;

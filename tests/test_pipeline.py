@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,79 @@ def test_the_whole_task_studys_pipeline_is_derived_from_the_reference():
         ref.split.dir,
     )
     assert set(whole.split.random_seeds) <= set(ref.split.random_seeds)
+
+
+# modules a stage runs that cannot change what it writes: MLflow logging (a run's record, never
+# a row or a checkpoint), where another dataset's files go (place), the command line (it parses
+# and calls: the stage's cmd fixes the call) and the package's entry points
+NOT_OUTPUTS = {"tracking", "place", "cli", "__init__", "__main__"}
+
+
+def stage_modules(script: Path) -> set[str]:
+    """The package modules a pipeline script's command runs: the `cli` command it calls (and the
+    cli helpers that command calls), then every module those import, at the top or inside a
+    function, to the end of the chain (a subpackage counts as one module)."""
+    import ast
+
+    from .factories import package_imports
+
+    package = ROOT / "src" / "transferability"
+    tree = ast.parse(script.read_text())
+    calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "main"
+    ]
+    command = calls[0].args[0].elts[0].value  # main(["train-bases", ...])
+    cli = ast.parse((package / "cli.py").read_text())
+    funcs = {f.name: f for f in cli.body if isinstance(f, ast.FunctionDef)}
+
+    def named(f):
+        for d in f.decorator_list:
+            if isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command" and d.args:
+                return d.args[0].value
+        return f.name.replace("_", "-")
+
+    todo = [next(f for f in funcs.values() if named(f) == command)]
+    seen, modules = (
+        set(),
+        package_imports(
+            "\n".join(ast.unparse(s) for s in cli.body if not isinstance(s, ast.FunctionDef))
+        ),
+    )
+    while todo:
+        f = todo.pop()
+        if f.name in seen:
+            continue
+        seen.add(f.name)
+        modules |= package_imports(ast.unparse(f))
+        todo += [funcs[n.id] for n in ast.walk(f) if isinstance(n, ast.Name) and n.id in funcs]
+    closure = set()
+    while modules - closure:
+        m = (modules - closure).pop()
+        closure.add(m)
+        path = package / f"{m}.py"
+        files = [path] if path.is_file() else sorted((package / m).glob("*.py"))
+        for p in files:
+            modules |= package_imports(p.read_text())
+    return closure
+
+
+@pytest.mark.parametrize(
+    "stage", ["prepare", "split", "train_base", "transfer", "datasize", "similarity", "aggregate"]
+)
+def test_every_stage_depends_on_the_code_it_runs(stage):
+    """A change to any module a stage's command runs re-runs the stage (the modules that only
+    log or place files, NOT_OUTPUTS, aside)."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    script = ROOT / shlex.split(spec["cmd"])[1]
+    deps = set(spec["deps"])
+    missing = {
+        m
+        for m in stage_modules(script) - NOT_OUTPUTS
+        if f"src/transferability/{m}.py" not in deps and f"src/transferability/{m}" not in deps
+    }
+    assert not missing, f"dvc.yaml stage {stage} runs {sorted(missing)} but does not list them"
+
+
+def test_the_stage_dependency_check_sees_a_missing_module():
+    modules = stage_modules(ROOT / "pipelines" / "train_base.py")
+    assert {"data", "config", "splits", "executors", "study", "train", "models"} <= modules

@@ -170,7 +170,8 @@ def gap_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
                 s = interval(block_values(g, diff(a, b), [n]), rules.confidence, need)
                 if s["blocks"]:
                     rows.append({"split_kind": kind, "gap": name, "n": n, **s})
-    return pd.DataFrame(rows)
+    # a study of some treatments only (study.treatments) may have no gap: its keys still name it
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["split_kind", "gap", "n"])
 
 
 def accuracy_table(units: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:

@@ -29,12 +29,7 @@ def report_facts(
     """Everything the report states about the study beyond its tables, as plain numbers."""
     bases = runs[runs.treatment == "base"]
     top = num_layers - 1
-    # a study of some treatments only (study.treatments) may have no gap at all
-    rnb = (
-        gaps[(gaps.split_kind == "random") & (gaps.gap == "random_frozen_drop")]
-        if len(gaps)
-        else []
-    )
+    rnb = gaps[(gaps.split_kind == "random") & (gaps.gap == "random_frozen_drop")]
     rnb = rnb.set_index("n").estimate if len(rnb) else pd.Series(dtype=float)
     has_rnb = top in rnb.index
     return {

@@ -17,8 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from transferability import config
+from transferability.networks import plan
 from transferability.splits import named_splits
-from transferability.study import plan
 from transferability.tracking.store import EXPERIMENT, tracking_uri
 
 

@@ -17,8 +17,8 @@ from transferability.analysis import (
 )
 from transferability.analysis.rules_v1 import claims
 from transferability.config import AnalysisConfig
+from transferability.networks import COLUMNS
 from transferability.runner import write_runs
-from transferability.study import COLUMNS
 
 from .factories import L, make_runs
 

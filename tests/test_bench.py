@@ -11,8 +11,8 @@ import yaml
 
 from transferability import bench, config, data
 from transferability.cli import main
+from transferability.networks import plan
 from transferability.splits import configured_splits
-from transferability.study import plan
 
 from .factories import CLASSES, learnable_dataset
 

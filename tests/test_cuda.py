@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from transferability import data
+from transferability.networks import Networks, plan
 from transferability.runner import run_study
-from transferability.study import Study, plan
 
 pytestmark = [
     pytest.mark.cuda,
@@ -15,12 +15,12 @@ pytestmark = [
 QUIET = {"log": lambda *_: None}
 
 
-def on_cuda(cfg, tmp_path, **study):
-    study = {"mlflow": False, "models_dir": str(tmp_path / "models"), **study}
+def on_cuda(cfg, tmp_path, **networks):
+    networks = {"mlflow": False, "models_dir": str(tmp_path / "models"), **networks}
     return cfg.model_copy(
         update={
             "train": cfg.train.model_copy(update={"device": "cuda"}),
-            "study": cfg.study.model_copy(update=study),
+            "study": cfg.study.model_copy(update=networks),
             "data": cfg.data.model_copy(update={"prepared": str(tmp_path / "dataset.npz")}),
         }
     )
@@ -44,9 +44,9 @@ def test_fp32_on_cuda_has_the_fingerprint_of_fp32_anywhere(tiny_study, tmp_path)
         update={"train": cfg.train.model_copy(update={"device": "cpu", "precision": "fp32"})}
     )
     job = plan(cfg, splits)[0]
-    assert Study(fp32, splits, ds).fingerprint(job) == Study(cpu, splits, ds).fingerprint(job)
-    assert Study(on_cuda(cfg, tmp_path), splits, ds).fingerprint(job) != (
-        Study(cpu, splits, ds).fingerprint(job)
+    assert Networks(fp32, splits, ds).fingerprint(job) == Networks(cpu, splits, ds).fingerprint(job)
+    assert Networks(on_cuda(cfg, tmp_path), splits, ds).fingerprint(job) != (
+        Networks(cpu, splits, ds).fingerprint(job)
     )
 
 

@@ -12,8 +12,8 @@ from torch import nn
 from transferability import config
 from transferability.config import ConfigError
 from transferability.models import NetConfig, build, copy_layers, load_checkpoint
+from transferability.networks import Job, Networks, base_job
 from transferability.runner import read_runs, run_study
-from transferability.study import Job, Study, base_job
 
 RESNET = "transferability.resnet:layers"
 
@@ -79,29 +79,29 @@ def layer_equal(a, b, i):
 
 def test_a_users_network_builds_transfers_and_trains(user_nets, tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, study={"cuts": [1, 2]})
+    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, networks={"cuts": [1, 2]})
     assert (cfg.num_layers, cfg.cuts) == (4, [1, 2])
     net = build(NetConfig("usernets:layers", 5, 0.5), 0)
     assert net.num_layers == 4 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
 
-    study = Study(cfg, splits, ds)
+    networks = Networks(cfg, splits, ds)
     base = base_job("random0", "random", 0, "A")
-    study.run(base)
-    src, _ = load_checkpoint(study.checkpoint(base))  # rebuilt from the module by name
+    networks.run(base)
+    src, _ = load_checkpoint(networks.checkpoint(base))  # rebuilt from the module by name
     assert src.cfg.arch == "usernets:layers"
 
     frozen = Job("random0", "random", 0, "A->B", "A", "B", "AnB", 2)
-    model, _ = study.build(frozen)
+    model, _ = networks.build(frozen)
     assert model.frozen == 2 and all(layer_equal(model, src, i) for i in range(2))
-    row, history = study.run(frozen)
-    trained, _ = load_checkpoint(study.checkpoint(frozen))
+    row, history = networks.run(frozen)
+    trained, _ = load_checkpoint(networks.checkpoint(frozen))
     assert all(layer_equal(trained, src, i) for i in range(2))  # conv + BN, frozen
     assert not any(layer_equal(trained, src, i) for i in range(2, 4))  # trained
     assert row["arch"] == "usernets:layers" and len(history) == 1
 
     # the whole study runs on it, one row per network
     runs = tmp_path / "runs.csv"
-    cfg = with_settings(cfg, study={"treatments": ["AnB", "AnB+"], "mlflow": False})
+    cfg = with_settings(cfg, networks={"treatments": ["AnB", "AnB+"], "mlflow": False})
     run_study(cfg, splits, ds, runs, log=lambda *_: None)
     assert sorted(r["network"] for r in read_runs(runs)) == sorted(
         ["random0/s0/baseA", "random0/s0/baseB"]
@@ -144,18 +144,18 @@ def test_frozen_batch_norm_evaluates_and_the_rest_trains():
 @pytest.fixture
 def resnet_bases(tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": RESNET}, study={"cuts": [2], "mlflow": False})
+    cfg = with_settings(cfg, model={"arch": RESNET}, networks={"cuts": [2], "mlflow": False})
     run_study(cfg, splits, ds, tmp_path / "runs.csv", which="bases", log=lambda *_: None)
-    return Study(cfg, splits, ds)
+    return Networks(cfg, splits, ds)
 
 
 def test_the_resnets_frozen_layers_stay_bitwise_equal_batch_norm_included(resnet_bases):
-    study = resnet_bases
-    src, _ = load_checkpoint(study.checkpoint(base_job("random0", "random", 0, "A")))
+    networks = resnet_bases
+    src, _ = load_checkpoint(networks.checkpoint(base_job("random0", "random", 0, "A")))
     assert src.layers[0][1].num_batches_tracked > 0  # the base trained its batch norm
     job = Job("random0", "random", 0, "A->B", "A", "B", "AnB", 2)
-    study.run(job)
-    net, _ = load_checkpoint(study.checkpoint(job))
+    networks.run(job)
+    net, _ = load_checkpoint(networks.checkpoint(job))
     for i in range(2):  # stem and first stage: conv weights, BN weight, bias and statistics
         state, source = net.layers[i].state_dict(), src.layers[i].state_dict()
         assert any(k.endswith("running_var") for k in state)
@@ -166,11 +166,11 @@ def test_the_resnets_frozen_layers_stay_bitwise_equal_batch_norm_included(resnet
 
 
 def test_the_resnets_fine_tuned_layers_train_their_batch_norm(resnet_bases):
-    study = resnet_bases
-    src, _ = load_checkpoint(study.checkpoint(base_job("random0", "random", 0, "A")))
+    networks = resnet_bases
+    src, _ = load_checkpoint(networks.checkpoint(base_job("random0", "random", 0, "A")))
     job = Job("random0", "random", 0, "A->B", "A", "B", "AnB+", 2)
-    study.run(job)
-    net, _ = load_checkpoint(study.checkpoint(job))
+    networks.run(job)
+    net, _ = load_checkpoint(networks.checkpoint(job))
     bn, bn_src = net.layers[1].bn1, src.layers[1].bn1
     assert bn.num_batches_tracked > bn_src.num_batches_tracked
     assert not torch.equal(bn.running_mean, bn_src.running_mean)
@@ -196,11 +196,11 @@ def test_the_resnet_copies_and_reloads_with_its_running_statistics(tmp_path):
 
 def test_an_edited_network_gets_a_new_fingerprint(user_nets, tiny_study):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, study={"cuts": [1, 2]})
+    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, networks={"cuts": [1, 2]})
     job = base_job("random0", "random", 0, "A")
-    before = Study(cfg, splits, ds).fingerprint(job)
+    before = Networks(cfg, splits, ds).fingerprint(job)
     user_nets.write_text(USER_NETS + "\n# edited\n")
-    assert Study(cfg, splits, ds).fingerprint(job) != before
+    assert Networks(cfg, splits, ds).fingerprint(job) != before
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from transferability.diagnostics import (
     transfusion_rows,
 )
 from transferability.models import NetConfig, build
-from transferability.study import Study, base_job, derive_seed
+from transferability.networks import Networks, base_job, derive_seed
 from transferability.train import DeviceTask, train
 
 from .conftest import learnable_dataset
@@ -107,16 +107,16 @@ def test_stitching_refuses_another_architecture_and_a_cut_out_of_range(trained):
 def test_a_reset_layer_holds_exactly_the_checkpoints_initial_weights(tiny_study, task):
     """The initial draw is rebuilt from the base's init seed as the study derives it."""
     cfg, splits, ds = tiny_study
-    study = Study(cfg, splits, ds)
+    networks = Networks(cfg, splits, ds)
     job = base_job("random0", "random", 0, "B")
-    assert study.init_seed(job) == derive_seed("init", "random0", 0, "B")
-    start, _ = study.build(job)  # the base before training
-    model = build(start.cfg, study.init_seed(job))
+    assert networks.init_seed(job) == derive_seed("init", "random0", 0, "B")
+    start, _ = networks.build(job)  # the base before training
+    model = build(start.cfg, networks.init_seed(job))
     assert same(model, start)
-    trained_net = build(start.cfg, study.init_seed(job))
+    trained_net = build(start.cfg, networks.init_seed(job))
     train(trained_net, task, RECIPE, seed=0)
     for layer in range(1, trained_net.num_layers + 1):
-        reset = reinitialised(trained_net, layer, build(start.cfg, study.init_seed(job)))
+        reset = reinitialised(trained_net, layer, build(start.cfg, networks.init_seed(job)))
         for k in range(trained_net.num_layers):
             want = start if k == layer - 1 else trained_net
             assert same(reset.layers[k], want.layers[k])  # bit for bit

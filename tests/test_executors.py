@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-import transferability.study as study_mod
+import transferability.networks as networks_mod
 from transferability import data
 from transferability.runner import read_runs, run_study
 from transferability.tracking.store import EXPERIMENT
@@ -84,7 +84,7 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
     cfg, splits, ds = tiny_study
     cfg = with_study(cfg, tmp_path, "f", treatments=["AnB"], retries=1)
     calls = {}
-    real = study_mod.Study.run
+    real = networks_mod.Networks.run
 
     def flaky(self, job, *args):
         calls[job.name] = calls.get(job.name, 0) + 1
@@ -92,7 +92,7 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
             raise RuntimeError("simulated failure")
         return real(self, job, *args)
 
-    monkeypatch.setattr(study_mod.Study, "run", flaky)
+    monkeypatch.setattr(networks_mod.Networks, "run", flaky)
     with pytest.raises(RuntimeError, match=r"(?s)1 network\(s\) failed .*A1B: RuntimeError"):
         run_study(cfg, splits, ds, tmp_path / "runs.csv", **QUIET)
     assert calls["A1B"] == 2 and calls["B1A"] == 2  # retried once

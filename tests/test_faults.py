@@ -21,6 +21,7 @@ from transferability import config, data
 from transferability.cli import main
 from transferability.io import md5_file
 from transferability.models import load_checkpoint
+from transferability.networks import COLUMNS, CheckpointMismatch
 from transferability.runner import (
     TableError,
     locked,
@@ -34,9 +35,9 @@ from transferability.runner import (
 )
 from transferability.similarity import layer_similarity
 from transferability.splits import make_splits
-from transferability.study import COLUMNS, CheckpointMismatch, processor
 from transferability.tracking import store as tracking_store
 from transferability.tracking.tracker import Tracker
+from transferability.train import processor
 
 from .factories import make_image_folder, make_repro_dry, shell_words
 
@@ -48,9 +49,9 @@ def with_(cfg, section, **kw):
     return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=kw)})
 
 
-def small(cfg, **study):
+def small(cfg, **networks):
     """Two bases, B1B and A1A, no MLflow unless asked."""
-    return with_(cfg, "study", **{"cuts": [1], "treatments": ["BnB"], "mlflow": False, **study})
+    return with_(cfg, "study", **{"cuts": [1], "treatments": ["BnB"], "mlflow": False, **networks})
 
 
 def ckpt(cfg, name: str) -> Path:
@@ -448,20 +449,20 @@ def test_make_repro_keeps_a_data_path_with_a_space_whole(tmp_path):
 def test_reproduce_reruns_with_the_thread_count_of_the_committed_row(
     tiny_study, tmp_path, monkeypatch
 ):
-    from transferability.study import Study
+    from transferability.networks import Networks
 
     cfg, splits, ds = tiny_study
     cfg = small(cfg)  # train.threads=1
     runs = tmp_path / "runs.csv"
     run_study(cfg, splits, ds, runs, which="bases", **QUIET)
     assert {r["machine"] for r in read_runs(runs)} == {f"{processor()}; 1 threads"}
-    threads, real = [], Study.run
+    threads, real = [], Networks.run
 
     def spy(self, job, base_md5=""):
         threads.append(torch.get_num_threads())
         return real(self, job, base_md5)
 
-    monkeypatch.setattr(Study, "run", spy)
+    monkeypatch.setattr(Networks, "run", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # OMP_NUM_THREADS, or another train.threads, says otherwise
     try:
@@ -549,14 +550,14 @@ def test_a_tar_gz_named_zip_is_read_as_what_it_is(tmp_path):
 
 
 def test_a_damaged_mlflow_store_is_named(tiny_study, tmp_path, monkeypatch):
-    from transferability.study import Study, plan
+    from transferability.networks import Networks, plan
 
     cfg, splits, ds = tiny_study
     db = tmp_path / "broken.db"
     db.write_bytes(b"this is not a database" * 100)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     with pytest.raises(RuntimeError, match=r"MLflow store sqlite:///.*broken\.db cannot be used"):
-        Tracker(cfg, Study(cfg, splits, ds), plan(cfg, splits))
+        Tracker(cfg, Networks(cfg, splits, ds), plan(cfg, splits))
 
 
 def test_a_full_disk_is_an_error_that_names_the_file(tiny_study, tmp_path, monkeypatch):

@@ -11,9 +11,9 @@ import yaml
 
 import transferability.train as train_mod
 from transferability import config
+from transferability.networks import Networks, plan
 from transferability.pilot import recipe_id
 from transferability.splits import make_splits
-from transferability.study import Study, plan
 
 from .factories import CLASSES
 
@@ -87,7 +87,7 @@ def identities(cfg: config.Config) -> tuple[str, str, dict]:
     splits = make_splits(CLASSES, [0], False)
     dataset = SimpleNamespace(source_hash="bytes", image_size=32)
     a1b = next(j for j in plan(cfg, splits) if j.network == "random0/s0/A1B+")
-    return Study(cfg, splits, dataset).fingerprint(a1b), recipe_id(cfg), config.recipe(cfg)
+    return Networks(cfg, splits, dataset).fingerprint(a1b), recipe_id(cfg), config.recipe(cfg)
 
 
 def dotted(keys: dict[str, list[str]]) -> set[str]:

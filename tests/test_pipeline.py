@@ -204,4 +204,4 @@ def test_every_stage_depends_on_the_code_it_runs(stage):
 
 def test_the_stage_dependency_check_sees_a_missing_module():
     modules = stage_modules(ROOT / "pipelines" / "train_base.py")
-    assert {"data", "config", "splits", "executors", "study", "train", "models"} <= modules
+    assert {"data", "config", "splits", "executors", "networks", "train", "models"} <= modules

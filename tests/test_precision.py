@@ -6,10 +6,10 @@ import torch
 
 import transferability.train as train_mod
 from transferability import config
+from transferability.networks import COLUMNS, Networks, plan
 from transferability.pilot import COLUMNS as PILOT_COLUMNS
 from transferability.pilot import recipe_id, run_pilot
 from transferability.runner import read_runs, reproduce, run_study, write_runs
-from transferability.study import COLUMNS, Study, plan
 from transferability.train import native_bf16, resolve_precision
 
 QUIET = {"log": lambda *_: None}
@@ -66,12 +66,12 @@ def test_fp32_fingerprints_are_the_ones_from_before_the_setting(tiny_study, monk
     jobs = {j.network: j for j in plan(cfg, splits)}
     for precision in ("auto", "fp32"):
         fp32 = with_(cfg, "train", precision=precision)
-        study = Study(fp32, splits, ds)
-        assert study.precision == "fp32"
-        assert {n: study.fingerprint(jobs[n]) for n in PINNED} == PINNED
+        networks = Networks(fp32, splits, ds)
+        assert networks.precision == "fp32"
+        assert {n: networks.fingerprint(jobs[n]) for n in PINNED} == PINNED
         assert recipe_id(fp32) == PINNED_RECIPE
     native(monkeypatch, True)
-    bf16 = Study(cfg, splits, ds)  # auto on a CPU with native bf16
+    bf16 = Networks(cfg, splits, ds)  # auto on a CPU with native bf16
     assert bf16.precision == "bf16"
     assert all(bf16.fingerprint(jobs[n]) != f for n, f in PINNED.items())
     assert recipe_id(cfg) != PINNED_RECIPE

@@ -154,8 +154,8 @@ def test_trust_rows_keeps_finished_rows_whose_checkpoints_are_elsewhere(tiny_stu
 
 
 def test_reproduce_retrains_a_sample_and_compares_with_the_committed_rows(tiny_study, tmp_path):
+    from transferability.networks import plan
     from transferability.runner import default_sample, reproduce
-    from transferability.study import plan
 
     cfg, splits, ds = tiny_study
     cfg = no_mlflow(cfg)

@@ -19,9 +19,9 @@ from sqlalchemy import text
 from transferability import report
 from transferability.io import md5_file
 from transferability.models import build, load_checkpoint, save_checkpoint
+from transferability.networks import Networks, plan
 from transferability.report import log_study_results
 from transferability.runner import read_runs, run_study, write_runs
-from transferability.study import Study, plan
 from transferability.tracking import provenance, store
 from transferability.tracking.provenance import git_commit, repo_root
 from transferability.tracking.store import EXPERIMENT, ensure_store, tracking_uri
@@ -137,7 +137,7 @@ def test_a_narrower_study_adds_and_only_prune_removes_runs(tiny_study, tmp_path,
     assert kept < every
     assert networks_of(client) == sorted(every)  # one run per network, cut 3's kept
     assert {r["network"] for r in read_runs(runs_csv)} <= every  # never a row without its run
-    tracker = Tracker(fewer, Study(fewer, splits, ds), plan(fewer, splits))
+    tracker = Tracker(fewer, Networks(fewer, splits, ds), plan(fewer, splits))
     assert len(children(client)[0]) == 1  # the narrower study is the same study
     assert tracker.prune(kept) == sorted(every - kept)  # explicit, and only then
     assert networks_of(client) == sorted(kept)
@@ -146,7 +146,7 @@ def test_a_narrower_study_adds_and_only_prune_removes_runs(tiny_study, tmp_path,
 @pytest.fixture
 def tracker(tiny_study):
     cfg, splits, ds = tiny_study
-    return Tracker(cfg, Study(cfg, splits, ds), plan(cfg, splits))
+    return Tracker(cfg, Networks(cfg, splits, ds), plan(cfg, splits))
 
 
 def parent_status(tracker) -> str:
@@ -210,7 +210,7 @@ def test_a_locked_store_is_waited_for_not_fatal(tiny_study, tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}?timeout=1")
     cfg, splits, ds = tiny_study
     jobs = plan(cfg, splits)
-    tracker = Tracker(cfg, Study(cfg, splits, ds), jobs)
+    tracker = Tracker(cfg, Networks(cfg, splits, ds), jobs)
     row = {
         "checkpoint": str(tmp_path / "none.pt"),
         "seconds": 1.0,
@@ -301,9 +301,9 @@ def test_several_processes_logging_at_once_do_not_lock(tmp_path, workers):
 # ---------------------------------------------------------------------- models, results, system
 
 
-def base_row(study, job, tmp_path) -> dict:
+def base_row(networks, job, tmp_path) -> dict:
     """A finished base network without training it: a fresh network's checkpoint and its row."""
-    net = build(study.net_config(5), seed=0)
+    net = build(networks.net_config(5), seed=0)
     path = tmp_path / "models" / f"{job.network}.pt"
     save_checkpoint(path, net, {"network": job.network, "classes": list("abcde")})
     return {
@@ -320,11 +320,11 @@ def test_a_base_is_logged_as_a_pytorch_model_that_loads_as_the_checkpoint(tiny_s
     import mlflow.pytorch
 
     cfg, splits, ds = tiny_study
-    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
-    tracker = Tracker(cfg, study, jobs)
+    networks, jobs = Networks(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, networks, jobs)
     base = jobs[0]
     assert base.treatment == "base"
-    row = base_row(study, base, tmp_path)
+    row = base_row(networks, base, tmp_path)
     run_id = tracker.log_network(base, row, [{"epoch": 1, "train_loss": 1.0}])
     (out,) = tracker.client.get_run(run_id).outputs.model_outputs
     model = tracker.client.get_logged_model(out.model_id)
@@ -347,15 +347,15 @@ def test_a_base_is_logged_as_a_pytorch_model_that_loads_as_the_checkpoint(tiny_s
 def test_a_network_whose_model_fails_to_log_leaves_no_run(tiny_study, tmp_path, monkeypatch):
     """The runner logs a network that has no run next time: a half-logged one would stay."""
     cfg, splits, ds = tiny_study
-    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
-    tracker = Tracker(cfg, study, jobs)
+    networks, jobs = Networks(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, networks, jobs)
 
     def broken(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(tracker, "_log_model", broken)
     with pytest.raises(OSError, match="disk full"):
-        tracker.log_network(jobs[0], base_row(study, jobs[0], tmp_path), [])
+        tracker.log_network(jobs[0], base_row(networks, jobs[0], tmp_path), [])
     assert tracker.run_id_of(jobs[0].network) == ""
 
 
@@ -386,10 +386,10 @@ def tiny_results(results: Path, networks: list[str]) -> list[Path]:
 
 def test_the_parent_run_carries_the_studys_results(tiny_study, tmp_path, capsys):
     cfg, splits, ds = tiny_study
-    study, jobs = Study(cfg, splits, ds), plan(cfg, splits)
-    tracker = Tracker(cfg, study, jobs)
+    networks, jobs = Networks(cfg, splits, ds), plan(cfg, splits)
+    tracker = Tracker(cfg, networks, jobs)
     for job in jobs[:2]:
-        tracker.log_network(job, base_row(study, job, tmp_path), [])
+        tracker.log_network(job, base_row(networks, job, tmp_path), [])
     files = tiny_results(tmp_path / "results", [j.network for j in jobs[:2]])
     missing = tmp_path / "report" / "build" / "paper.pdf"
     assert log_study_results(tmp_path / "results", [*files, missing]) == [tracker.parent_id]

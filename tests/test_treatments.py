@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from transferability.networks import Job, Networks, base_job, plan
 from transferability.runner import run_study
-from transferability.study import Job, Study, base_job, plan
 from transferability.train import optimizer_for
 
 
@@ -17,14 +17,14 @@ def layer_equal(a, b, i):
 def trained(tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
     run_study(cfg, splits, ds, tmp_path / "runs.csv", which="bases", log=lambda *_: None)
-    return Study(cfg, splits, ds)
+    return Networks(cfg, splits, ds)
 
 
-def train_job(study, job):
-    study.run(job)
+def train_job(networks, job):
+    networks.run(job)
     from transferability.models import load_checkpoint
 
-    return load_checkpoint(study.checkpoint(job))[0]
+    return load_checkpoint(networks.checkpoint(job))[0]
 
 
 def job(treatment, n=3, direction="A->B"):
@@ -70,7 +70,7 @@ def test_transfers_share_one_fresh_draw_that_is_not_the_bases_own(trained):
     """The layers a transfer does not copy come from one draw per (block, target task), shared
     by every treatment (paired gaps), and different from the base's own initial weights."""
     from transferability.models import build
-    from transferability.study import derive_seed
+    from transferability.networks import derive_seed
 
     base_init = build(trained.net_config(5), derive_seed("init", "random0", 0, "B"))
     nets = {t: trained.build(job(t, n=2))[0] for t in ("BnB", "AnB+", "RnB")}

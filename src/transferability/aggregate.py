@@ -10,10 +10,10 @@ import pandas as pd
 
 from transferability.analysis import analyse
 from transferability.config import Config, recipe
+from transferability.networks import plan
 from transferability.place import recorded_dataset
 from transferability.runner import merge_runs, read_runs
 from transferability.splits import Split, named_splits, split_path
-from transferability.study import plan
 
 REFERENCE = Path("report/reference")  # the original paper's numbers
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from transferability.config import Config
 from transferability.data import Dataset, TaskData, task_view
 from transferability.models import NetConfig, build
+from transferability.networks import plan
 from transferability.splits import Split
-from transferability.study import plan
 from transferability.train import (
     DeviceTask,
     evaluate,

@@ -287,7 +287,7 @@ def study(cfg, trust_rows):
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
 @click.option(
     "--study",
-    "study_mode",
+    "networks_mode",
     is_flag=True,
     help="Time the study itself instead: train the first block of the configured study "
     "(shrink it with --set, e.g. train.epochs=4 study.cuts=[1,3]) as a study trains, in a "
@@ -301,7 +301,7 @@ def study(cfg, trust_rows):
     show_default=True,
     help="With --study: the profiles to cost (and the reference, --params as it is).",
 )
-def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_path):
+def bench(cfg, images, rounds, loader_workers, json_path, networks_mode, profiles_path):
     """Training images/s: DataLoader pipeline vs the project's path vs the compute bound; with
     --study, the networks per hour of a block of the study."""
     import torch
@@ -314,7 +314,7 @@ def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_p
         torch.set_num_threads(cfg.train.threads)
     ds, device = _dataset(cfg), resolve_device(cfg.train.device)
     splits = configured_splits(cfg, ds.classes)
-    if study_mode:
+    if networks_mode:
         params = click.get_current_context().params["params_path"]
         timed = b.bench_study(cfg, ds, splits, images, rounds, device, params, profiles_path)
         text, figures = b.study_table(timed), b.study_json(timed)
@@ -415,9 +415,9 @@ def reproduce(cfg, networks, runs):
     analysis.reproduce_tolerance points on another."""
     import tempfile
 
+    from transferability.networks import plan
     from transferability.runner import default_sample
     from transferability.runner import reproduce as rerun
-    from transferability.study import plan
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)

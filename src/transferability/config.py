@@ -318,11 +318,11 @@ class Config(Section):
 
 # ---------------------------------------------------------------------- what a network is
 # The one definition of the settings that make a network itself, as dotted keys. The fingerprint
-# (study.Study.fingerprint), the pilot's recipe id (pilot.recipe_id) and the recipe the report
+# (networks.Networks.fingerprint), the pilot's recipe id (pilot.recipe_id) and the recipe the report
 # states (RECIPE_KEYS) are all cut from it, and dvc.yaml's training stages list it among their
 # params (tests/test_identity.py keeps the four in step). The data set's bytes and image size,
 # the classes, the job and the source's fingerprint enter the fingerprint from outside the
-# settings (`Study.fingerprint`).
+# settings (`Networks.fingerprint`).
 HOW_IT_RUNS = (  # how a network is run, not which network it is
     "train.device",
     "train.threads",

@@ -16,7 +16,7 @@ returns rows:
 - `interpolation_rows` (Neyshabur, Sedghi & Zhang 2020): accuracy along the straight line
   between two networks' weights (the nets have no batch norm: plain interpolation). The
   shortfall below the line between the endpoints' accuracies; its maximum is the barrier.
-  AnB+ and BnB+ share the fresh draw of the layers above n and the batch order (study.py), so
+  AnB+ and BnB+ share the fresh draw of the layers above n and the batch order (networks.py), so
   a barrier between them comes from where their copied layers started;
 - `transfusion_rows` (Raghu et al. 2019): AnB+ fine-tuned from random first n layers drawn with
   the mean and SD of each output channel of baseA's: what the weights' scale alone gives.
@@ -44,8 +44,8 @@ from torch import nn
 from transferability import data as data_mod
 from transferability.config import BeyondConfig, Config, TrainConfig
 from transferability.models import TransferNet, build
+from transferability.networks import Job, Networks, base_job, derive_seed, sweep_blocks
 from transferability.splits import Split
-from transferability.study import Job, Study, base_job, derive_seed, sweep_blocks
 from transferability.train import DeviceTask, autocast, batch_crop_flip, evaluate, train
 
 DIAGNOSTICS = ("stitching", "reinit", "interpolation", "transfusion")
@@ -336,19 +336,19 @@ def network_diagnostics(
 ) -> pd.DataFrame:
     """The diagnostics of `beyond.diagnostics` on the first `beyond.blocks` random blocks, at
     `diagnostic_cuts`: one table (COLUMNS). Every checkpoint read must be the network the study
-    now configures (`Study.load`) and, where `md5s` (network → md5, from its results row) names
+    now configures (`Networks.load`) and, where `md5s` (network → md5, from its results row) names
     it, have those bytes."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    study = Study(cfg, splits, dataset)
+    networks = Networks(cfg, splits, dataset)
     which, cuts = set(cfg.beyond.diagnostics), diagnostic_cuts(cfg)
     kinds = {s.name: s.kind for s in splits}
-    bs, precision = cfg.train.eval_batch_size, study.precision
+    bs, precision = cfg.train.eval_batch_size, networks.precision
     md5 = (md5s or {}).get
     out = []
 
     def load(job: Job) -> TransferNet:
-        return study.load(job, md5(job.network, "")).to(study.device)
+        return networks.load(job, md5(job.network, "")).to(networks.device)
 
     def add(rows: pd.DataFrame, key: dict, diagnostic: str, variant: str | None = None):
         rows = rows.assign(**key, diagnostic=diagnostic)
@@ -361,13 +361,13 @@ def network_diagnostics(
         bases = {t: load(job) for t, job in jobs.items()}
         if "reinit" in which:
             for t, net in bases.items():
-                initial = build(net.cfg, study.init_seed(jobs[t]))
+                initial = build(net.cfg, networks.init_seed(jobs[t]))
                 fresh = build(net.cfg, derive_seed("reinit-fresh", split, seed, t))
-                rows = reinit_rows(net, initial, fresh, study.task(split, t), bs, precision)
+                rows = reinit_rows(net, initial, fresh, networks.task(split, t), bs, precision)
                 add(rows, block | {"direction": "", "task": t}, "reinit")
         for direction in cfg.study.directions:
             s, t = direction.split("->")
-            data, key = study.task(split, t), block | {"direction": direction, "task": t}
+            data, key = networks.task(split, t), block | {"direction": direction, "task": t}
             if "stitching" in which:
                 stitch_seed = derive_seed("stitch", split, seed, direction)
                 rows = stitching_rows(
@@ -387,7 +387,7 @@ def network_diagnostics(
                         rows = interpolation_rows(anb, end, data, points, layers, bs, precision)
                         add(rows.assign(n=n), key, "interpolation", variant)
                 if "transfusion" in which:
-                    start, _ = study.build(anb_job, md5(anb_job.source.network, ""))
+                    start, _ = networks.build(anb_job, md5(anb_job.source.network, ""))
                     data_seed = derive_seed("data", split, seed, t)
                     draw = derive_seed("transfusion", split, seed, direction, n)
                     rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw)

@@ -32,8 +32,8 @@ _STUDY_CACHE: dict = {}
 
 
 def _study(cfg_json: str, splits_json: str, root: str):
-    """The worker's Study, built once per process (the dataset is loaded once)."""
-    from transferability.study import Study
+    """The worker's Networks, built once per process (the dataset is loaded once)."""
+    from transferability.networks import Networks
 
     key = (cfg_json, splits_json, root)
     if key not in _STUDY_CACHE:
@@ -44,7 +44,7 @@ def _study(cfg_json: str, splits_json: str, root: str):
         splits = [
             Split(**{**s, "A": tuple(s["A"]), "B": tuple(s["B"])}) for s in json.loads(splits_json)
         ]
-        _STUDY_CACHE[key] = Study(cfg, splits, data_mod.load(Path(cfg.data.prepared)))
+        _STUDY_CACHE[key] = Networks(cfg, splits, data_mod.load(Path(cfg.data.prepared)))
     return _STUDY_CACHE[key]
 
 
@@ -52,7 +52,7 @@ def train_job(
     cfg_json: str, splits_json: str, root: str, job, threads: int | None, base_md5: str = ""
 ):
     """Train one network in a worker: the unit of work of every executor. `base_md5`: the md5
-    that the row of the base it copies records (`Study.build`)."""
+    that the row of the base it copies records (`Networks.build`)."""
     if threads:
         torch.set_num_threads(threads)
     return _study(cfg_json, splits_json, root).run(job, base_md5)
@@ -85,7 +85,7 @@ def gpu_of(worker: int, gpus: int) -> int:
 
 def _retryable(e: BaseException) -> bool:
     """A diverged run or a wrong checkpoint fails the same way again: not worth a retry."""
-    from transferability.study import CheckpointMismatch
+    from transferability.networks import CheckpointMismatch
     from transferability.train import TrainingDiverged
 
     return not isinstance(e, TrainingDiverged | CheckpointMismatch | FileNotFoundError)
@@ -99,13 +99,13 @@ def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
     )
 
 
-def execute(study, jobs: list, md5s: dict[str, str] | None = None) -> Iterator[Outcome]:
+def execute(networks, jobs: list, md5s: dict[str, str] | None = None) -> Iterator[Outcome]:
     """Train `jobs` (independent of each other) with the settings and splits of `study` (a
-    `study.Study`) and yield each outcome as it completes. A job copies its base only if the
+    `networks.Networks`) and yield each outcome as it completes. A job copies its base only if the
     base's checkpoint has the md5 `md5s` gives for it (if any)."""
     if not jobs:
         return
-    cfg, splits = study.cfg, list(study.splits.values())
+    cfg, splits = networks.cfg, list(networks.splits.values())
     ex = cfg.study
     md5 = {j: (md5s or {}).get(j.source.network, "") if j.source else "" for j in jobs}
     if ex.executor == "ray":
@@ -115,7 +115,7 @@ def execute(study, jobs: list, md5s: dict[str, str] | None = None) -> Iterator[O
             error = None
             for _ in range(ex.retries + 1):
                 try:
-                    yield job, study.run(job, md5[job]), None
+                    yield job, networks.run(job, md5[job]), None
                     break
                 except Exception as e:  # reported below, then the study goes on
                     error = f"{type(e).__name__}: {e}"

@@ -24,9 +24,9 @@ import pandas as pd
 from transferability import data as data_mod
 from transferability.config import RECIPE_SETTINGS, Config, settings_of
 from transferability.io import atomic_write
+from transferability.networks import Job, Networks, base_job
 from transferability.splits import Split
-from transferability.study import Job, Study, base_job, machine
-from transferability.train import resolve_device, resolve_precision
+from transferability.train import machine, resolve_device, resolve_precision
 
 COLUMNS = [
     "split",
@@ -82,17 +82,17 @@ def budget_run(
     validation split. Without the selffer the selffer columns are empty and `seconds` is the
     base's alone (the time-to-accuracy benchmark).
 
-    Both are built and trained as the study builds and trains its networks (`Study.train`):
+    Both are built and trained as the study builds and trains its networks (`Networks.train`):
     the selffer is the study's BnB at the top cut, and copies the base's checkpoint, written
-    to a temporary folder, only once `Study.build` has checked that it is that base."""
+    to a temporary folder, only once `Networks.build` has checked that it is that base."""
     with tempfile.TemporaryDirectory(prefix="pilot-") as tmp:
         here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"models_dir": tmp})})
-        study = Study(here, [split], dataset)
-        base = study.train(base_job(split.name, split.kind, seed, task))
+        networks = Networks(here, [split], dataset)
+        base = networks.train(base_job(split.name, split.kind, seed, task))
         sel = None
         if selffer:
-            study.save(base)
-            sel = study.train(top_selffer(split, seed, task, base.model.num_layers - 1)).result
+            networks.save(base)
+            sel = networks.train(top_selffer(split, seed, task, base.model.num_layers - 1)).result
     data, result = base.data, base.result
     per_class = len(data.train_x) // len(split.classes(task))
     return {

@@ -10,7 +10,7 @@ wrote: a duplicate network, a number that is not one, a line of the wrong length
 naming the file, line and column).
 
 A network counts as done when its row carries the fingerprint the study now expects and its
-checkpoint is that network (`Study.verify`: fingerprint and network name in the checkpoint, and
+checkpoint is that network (`Networks.verify`: fingerprint and network name in the checkpoint, and
 the md5 and accuracies the row recorded), copied from the base its table now holds. A stale,
 swapped, damaged or edited one is retrained, never used; a base is copied only when its bytes
 are the ones its row records. With ``trust_rows`` (resuming a long study on another machine,
@@ -38,9 +38,9 @@ from transferability import data as data_mod
 from transferability.config import Config
 from transferability.executors import execute
 from transferability.io import atomic_write
+from transferability.networks import COLUMNS, CheckpointMismatch, Job, Networks, plan, plan_datasize
 from transferability.place import claim, identify
 from transferability.splits import Split
-from transferability.study import COLUMNS, CheckpointMismatch, Job, Study, plan, plan_datasize
 
 if TYPE_CHECKING:
     from transferability.tracking.tracker import Tracker
@@ -251,14 +251,14 @@ def clean_leftovers(runs_path: Path, models_dir: str | Path) -> list[Path]:
 # ---------------------------------------------------------------------- what is done
 
 
-def not_done(study: Study, job: Job, rows: dict[str, dict], trust_rows: bool = False) -> str:
+def not_done(networks: Networks, job: Job, rows: dict[str, dict], trust_rows: bool = False) -> str:
     """Why `job` must be (re)trained given the table's `rows`; "" when it is done."""
     source = rows.get(job.source.network) if job.source else None
-    return study.stale(job, rows.get(job.network), source, trust_rows)
+    return networks.stale(job, rows.get(job.network), source, trust_rows)
 
 
 def todo(
-    study: Study,
+    networks: Networks,
     jobs: list[Job],
     rows: dict[str, dict],
     trust_rows: bool,
@@ -269,13 +269,13 @@ def todo(
     row that is there, with the settings now configured, is retrained all the same."""
     left = []
     for j in jobs:
-        why = not_done(study, j, rows, trust_rows)
+        why = not_done(networks, j, rows, trust_rows)
         if why:
             left.append(j)
             if why not in ("no row", "its settings changed") and reasons is not None:
                 reasons[j.network] = why
     needed = {j.source for j in left if j.source is not None}
-    for base in {j for j in needed if not study.checkpoint(j).is_file()} - set(left):
+    for base in {j for j in needed if not networks.checkpoint(j).is_file()} - set(left):
         left.append(base)
     return [j for j in jobs if j in left] + [j for j in left if j not in jobs]
 
@@ -317,24 +317,24 @@ def run_study(
     with locked(runs_path), locked_models(cfg.study.models_dir):
         claim(runs_path.parent, identify(cfg, dataset.classes))  # one dataset's rows per folder
         gone = clean_leftovers(runs_path, cfg.study.models_dir)
-        study = Study(cfg, splits, dataset)
+        networks = Networks(cfg, splits, dataset)
         everything = (plan_datasize if which == "datasize" else plan)(cfg, splits)
         jobs = select(everything, which)
         rows = {r["network"]: r for r in read_runs(runs_path)}
         known = {r["network"]: r for r in read_runs(bases)} if bases else {}
         reasons: dict[str, str] = {}
-        left = todo(study, jobs, known | rows, trust_rows, reasons)
+        left = todo(networks, jobs, known | rows, trust_rows, reasons)
         if which in ("transfers", "datasize"):
-            _check_bases(study, jobs, left, known | rows)
+            _check_bases(networks, jobs, left, known | rows)
         log(
             f"{len(jobs)} networks in this study ({which}); {len(jobs) - len(left)} done, "
-            f"{len(left)} to train on {study.device} in {study.precision} ({_where(cfg)})"
+            f"{len(left)} to train on {networks.device} in {networks.precision} ({_where(cfg)})"
         )
         for name, why in reasons.items():
             log(f"{name}: retrained: {why}")
         if gone:
             log(f"removed {len(gone)} temporary file(s) that an interrupted write left behind")
-        run = StudyRun(study, everything, rows, known, runs_path, log)
+        run = StudyRun(networks, everything, rows, known, runs_path, log)
         run.tracker = _tracker(run, jobs, left)
         # the tracker ends its parent run KILLED on Ctrl-C and FAILED on an error, never RUNNING
         with run.tracker or nullcontext():
@@ -362,15 +362,15 @@ def _where(cfg: Config) -> str:
     )
 
 
-def _check_bases(study: Study, jobs: list[Job], left: list[Job], rows: dict) -> None:
+def _check_bases(networks: Networks, jobs: list[Job], left: list[Job], rows: dict) -> None:
     """Bases that come from an earlier run (not among `jobs`) must be there, and be what their
     rows record when this table holds them: say so before starting."""
     missing, wrong = set(), {}
     for src in {j.source for j in left if j.source and j.source not in jobs}:
-        path = study.checkpoint(src)
+        path = networks.checkpoint(src)
         if not path.is_file():
             missing.add(str(path))
-        elif src.network in rows and (why := not_done(study, src, rows)):
+        elif src.network in rows and (why := not_done(networks, src, rows)):
             wrong[src.network] = why
     if missing:
         raise FileNotFoundError(
@@ -389,7 +389,7 @@ class StudyRun:
     """One run of `run_study`: the study, what it holds, the table it writes and what the
     training loop records as it goes."""
 
-    study: Study
+    networks: Networks
     everything: list[Job]  # every network of the study, in the order the table keeps
     rows: dict[str, dict]  # the table's rows by network, a finished network's added at once
     known: dict[str, dict]  # rows of another table (--bases) that hold the bases copied
@@ -402,12 +402,12 @@ class StudyRun:
 def _tracker(run: StudyRun, jobs: list[Job], left: list[Job]) -> Tracker | None:
     """The MLflow tracker, with what a killed run left half-logged repaired, and finished
     networks of `jobs` (not `left` to train) that have no finished run yet logged."""
-    study = run.study
-    if not study.cfg.study.mlflow:
+    networks = run.networks
+    if not networks.cfg.study.mlflow:
         return None
     from transferability.tracking.tracker import Tracker
 
-    tracker = Tracker(study.cfg, study, run.everything, Path(study.cfg.data.prepared))
+    tracker = Tracker(networks.cfg, networks, run.everything, Path(networks.cfg.data.prepared))
     repaired = tracker.repair()
     if repaired:
         run.log(
@@ -415,8 +415,8 @@ def _tracker(run: StudyRun, jobs: list[Job], left: list[Job]) -> Tracker | None:
         )
     for job in jobs:
         if job not in left and job.network in run.rows and not tracker.run_id_of(job.network):
-            path = study.checkpoint(job)
-            history = study.verify(job, path).get("history", []) if path.is_file() else []
+            path = networks.checkpoint(job)
+            history = networks.verify(job, path).get("history", []) if path.is_file() else []
             _log(tracker, job, run.rows[job.network], history, run.log)
     return tracker
 
@@ -442,7 +442,7 @@ def _train_left(run: StudyRun, left: list[Job]) -> None:
     ):
         # a copy takes its base only with the bytes the base's row records (when it has one)
         md5s = {k: r.get("checkpoint_md5", "") for k, r in (run.known | run.rows).items()}
-        for job, result, error in execute(run.study, phase, md5s):
+        for job, result, error in execute(run.networks, phase, md5s):
             done += 1
             if error is not None:
                 run.failed.append(f"{job.network}: {error}")
@@ -486,7 +486,7 @@ def prune(
             from transferability.tracking.tracker import Tracker
 
             # finds the study's parent run, never creates one: a study with none has no runs
-            tracker = Tracker(cfg, Study(cfg, splits, dataset), everything, None, create=False)
+            tracker = Tracker(cfg, Networks(cfg, splits, dataset), everything, None, create=False)
             runs = tracker.prune(wanted, dry_run=not yes) if tracker.parent_id else []
     if yes:
         log(
@@ -534,7 +534,7 @@ def reproduce(
     On the same kind of processor a network is retrained with the thread count its row records
     (another count sums in another order), whatever train.threads or OMP_NUM_THREADS say; every
     network retrains in the precision its row records, whatever train.precision says."""
-    from transferability.study import processor
+    from transferability.train import processor
 
     committed = {r["network"]: r for r in read_runs(runs_path)}
     jobs = {j.network: j for j in plan(cfg, splits)}
@@ -550,7 +550,7 @@ def reproduce(
             "train": cfg.train.model_copy(update={"precision": (precisions or ["auto"])[0]}),
         }
     )
-    study = Study(local, splits, dataset)
+    networks = Networks(local, splits, dataset)
     order = sorted(networks, key=lambda n: jobs[n].treatment != "base")
     out = []
     for name in order:
@@ -563,7 +563,7 @@ def reproduce(
         before = torch.get_num_threads()
         torch.set_num_threads(int(count) if same_machine else cfg.train.threads or before)
         try:
-            row, _ = study.run(job)
+            row, _ = networks.run(job)
         finally:
             torch.set_num_threads(before)
         delta = 100 * (float(row["test_acc"]) - float(old["test_acc"]))

@@ -20,8 +20,8 @@ import torch
 from transferability import data as data_mod
 from transferability.config import Config
 from transferability.io import atomic_write
+from transferability.networks import Job, Networks, base_job, sweep_blocks
 from transferability.splits import Split
-from transferability.study import Job, Study, base_job, sweep_blocks
 from transferability.train import DeviceTask
 
 FINE_TUNED = ("AnB+", "BnB+")
@@ -105,19 +105,19 @@ def layer_similarity(
 ) -> pd.DataFrame:
     """One row per (block, direction, comparison, n, layer) with its CKA (columns CKA_COLUMNS).
 
-    Every checkpoint must be the network the study now configures (`Study.verify`, which also
+    Every checkpoint must be the network the study now configures (`Networks.verify`, which also
     refuses a damaged one) and, where `md5s` (network → md5, from its results row) names it,
     have those bytes."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    study = Study(cfg, splits, dataset)
+    networks = Networks(cfg, splits, dataset)
     probe = probe_images(cfg, dataset)
     x = probe.normalise(probe.test_x)
     kinds = {s.name: s.kind for s in splits}
     rows = []
 
     def grams_of(job: Job) -> list[np.ndarray]:
-        return layer_grams(study.load(job, (md5s or {}).get(job.network, "")), x)
+        return layer_grams(networks.load(job, (md5s or {}).get(job.network, "")), x)
 
     for split, seed in sweep_blocks(cfg, splits):
         base = {t: grams_of(base_job(split, kinds[split], seed, t)) for t in ("A", "B")}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import platform
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,6 +106,27 @@ def native_bf16() -> bool:
         except Exception:  # a build without the capability report: assume no
             continue
     return False
+
+
+def machine() -> str:
+    """What a row was computed on: CPU numbers agree bit for bit only on the same kind of
+    processor with the same number of threads (read now: a study may set it after starting)."""
+    return f"{processor()}; {torch.get_num_threads()} threads"
+
+
+@cache
+def processor() -> str:
+    """The kind of processor and torch this is: `machine` without the thread count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    isa = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+    return f"{cpu}; {isa}; torch {torch.__version__}"
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

@@ -63,7 +63,7 @@ class Tracker:
     finishes it KILLED (Ctrl-C) or FAILED, unless `finish` already did.
     """
 
-    def __init__(self, cfg: Config, study, plan, data_file: Path | None = None, create=True):
+    def __init__(self, cfg: Config, networks, plan, data_file: Path | None = None, create=True):
         self.uri = tracking_uri()
         try:
             self.client, self.experiment_id = ensure_store(self.uri)
@@ -79,8 +79,8 @@ class Tracker:
         has_data = data_file is not None and Path(data_file).is_file()
         self.data_file = Path(data_file) if has_data else None
         self.data_md5 = md5_file(data_file) if has_data else ""
-        self.dataset_name = f"{identify(cfg, study.dataset.classes).name} prepared"
-        bases = sorted(study.fingerprint(j) for j in plan if j.treatment == "base")
+        self.dataset_name = f"{identify(cfg, networks.dataset.classes).name} prepared"
+        bases = sorted(networks.fingerprint(j) for j in plan if j.treatment == "base")
         self.study_id = hashlib.sha256("/".join(bases).encode()).hexdigest()[:12]
         self.parent_id = self._parent(plan, create)
 

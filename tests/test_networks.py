@@ -2,9 +2,9 @@ import csv
 
 import pytest
 
-import transferability.study as study_mod
+import transferability.networks as networks_mod
+from transferability.networks import plan
 from transferability.runner import read_runs, run_study
-from transferability.study import plan
 
 QUIET = {"log": lambda *_: None}
 
@@ -36,7 +36,7 @@ def test_same_seed_same_numbers_on_cpu(tiny_study, tmp_path):
 def test_resume_after_a_crash_loses_only_the_network_in_progress(tiny_study, tmp_path, monkeypatch):
     cfg, splits, ds = tiny_study
     runs = tmp_path / "runs.csv"
-    real_train = study_mod.train
+    real_train = networks_mod.train
     calls = {"n": 0}
 
     def crashing_train(*args, **kwargs):
@@ -45,16 +45,16 @@ def test_resume_after_a_crash_loses_only_the_network_in_progress(tiny_study, tmp
             raise KeyboardInterrupt  # killed mid-network
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(study_mod, "train", crashing_train)
+    monkeypatch.setattr(networks_mod, "train", crashing_train)
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, splits, ds, runs, **QUIET)
     done = read_runs(runs)
     assert len(done) == 6  # every finished network kept, no half row
     with open(runs) as f:
-        assert all(len(r) == len(study_mod.COLUMNS) for r in csv.reader(f))
+        assert all(len(r) == len(networks_mod.COLUMNS) for r in csv.reader(f))
     assert not list(tmp_path.rglob(".*.tmp"))
 
-    monkeypatch.setattr(study_mod, "train", real_train)
+    monkeypatch.setattr(networks_mod, "train", real_train)
     trained = []
     log = {"log": lambda msg: trained.append(msg)}
     resumed = run_study(cfg, splits, ds, runs, **log)

@@ -1,4 +1,5 @@
-"""What a network of the study is (`Job`, `plan`) and how one is built and trained (`Study`).
+"""What a network of the study is (`Job`, `plan`) and how one is built, trained, saved and checked
+(`Networks`).
 
 Naming follows the paper. For a direction S->T (source task S, target task T) and a cut n:
 
@@ -27,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -51,6 +50,7 @@ from transferability.splits import Split
 from transferability.train import (
     DeviceTask,
     TrainResult,
+    machine,
     resolve_device,
     resolve_precision,
     train,
@@ -90,27 +90,6 @@ COLUMNS = [
     "machine",
     "precision",  # fp32 | bf16: what it trained in (a table from before the column: fp32)
 ]
-
-
-def machine() -> str:
-    """What a row was computed on: CPU numbers agree bit for bit only on the same kind of
-    processor with the same number of threads (read now: a study may set it after starting)."""
-    return f"{processor()}; {torch.get_num_threads()} threads"
-
-
-@cache
-def processor() -> str:
-    """The kind of processor and torch this is: `machine` without the thread count."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    isa = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
-    return f"{cpu}; {isa}; torch {torch.__version__}"
 
 
 class CheckpointMismatch(ValueError):
@@ -235,7 +214,7 @@ class Trained:
     data: DeviceTask
 
 
-class Study:
+class Networks:
     """Runs the jobs of a study against one prepared dataset, skipping finished networks."""
 
     def __init__(self, cfg: Config, splits: list[Split], dataset: data_mod.Dataset):

@@ -62,9 +62,8 @@ report: setup tex
 repro-in-container:
 	$(DVC_REPRO)
 
-ui: setup
-	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=study"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: setup  # MLflow's UI on 127.0.0.1:5000, opened on the study's runs table
+	$(BIN)/transferability ui
 
 clean:
 	rm -rf data/prepared data/splits models results

@@ -6,6 +6,7 @@ import tarfile
 import warnings
 import zipfile
 import zlib
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -82,6 +83,27 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
 def test_missing_source_names_the_path_and_how_to_provide_one(tmp_path):
     with pytest.raises(DataError, match=r"not found: .*nowhere.*torchvision"):
         prepare(str(tmp_path / "nowhere"), tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        URLError("[Errno -2] Name or service not known"),
+        RuntimeError("File not found or corrupted."),
+    ],
+)
+def test_torchvision_offline_says_how_to_use_a_local_copy(tmp_path, monkeypatch, failure):
+    """Offline, torchvision's download fails with an OSError (urllib's URLError): the error
+    says so and names data.source, not a full disk."""
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match=r"could not be downloaded.*data\.source"):
+        prepare("torchvision", tmp_path / "d.npz", root=tmp_path / "raw")
+    assert not (tmp_path / "d.npz").exists()
 
 
 def test_unreadable_archive(tmp_path):

@@ -26,6 +26,7 @@ from transferability.tracking import provenance, store
 from transferability.tracking.provenance import git_commit, repo_root
 from transferability.tracking.store import EXPERIMENT, ensure_store, tracking_uri
 from transferability.tracking.tracker import Tracker
+from transferability.tracking.ui import runs_link, wait_until_up
 
 TAGS = {
     "network",
@@ -100,10 +101,23 @@ def test_one_run_per_row_with_every_tag_and_source_links(
     models = client.search_logged_models([parents[0].info.experiment_id])
     assert {m.source_run_id for m in models} == bases  # one model per base, none for the rest
     assert all(m.status == "READY" for m in models)
+    # registered: one model per base, named by study and network, its version from that run
+    registered = {v.name: v.run_id for v in client.search_model_versions()}
+    by_network = {r.data.tags["network"]: r.info.run_id for r in nets}
+    assert registered == {
+        "reference." + n.replace("/", "."): by_network[n] for n in by_network if "base" in n
+    }
     exp = client.get_experiment(parents[0].info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view
     view = json.loads(exp.tags["mlflow.sharedViewState.study"])  # its columns, shared by URL
     assert {"attributes.`Version`", "metrics.`final_test_acc`"} <= set(view["selectedColumns"])
+    assert view["runsExpanded"] == {parents[0].info.run_id: True}  # lands on its networks
+    # `transferability ui` links that view, by the experiment's id
+    link = runs_link("http://127.0.0.1:5000", mlflow_store)
+    assert link == (
+        f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+        "?workflowType=machine_learning&viewStateShareKey=study"
+    )
     assert sorted(r.data.tags["network"] for r in nets) == sorted(r["network"] for r in rows)
     by_id = {r.info.run_id: r for r in nets}
     for run in nets:
@@ -113,6 +127,18 @@ def test_one_run_per_row_with_every_tag_and_source_links(
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == list(range(1, cfg.train.epochs + 1))
         assert "final_test_acc" in run.data.metrics and "train.lr" in run.data.params
+        # the UI's run name starts with the network's own name; its page says where the
+        # checkpoint is, and so does an artifact of every run, transfers included
+        network = run.data.tags["network"]
+        assert run.info.run_name == f"{network.rsplit('/', 1)[1]} · {network.rsplit('/', 1)[0]}"
+        assert run.data.tags["checkpoint"] in run.data.tags["mlflow.note.content"]
+        pointer = json.loads(
+            Path(
+                client.download_artifacts(run.info.run_id, "checkpoint.json", str(tmp_path))
+            ).read_text()
+        )
+        assert pointer["checkpoint"] == run.data.tags["checkpoint"]
+        assert pointer["checkpoint_md5"] == md5_file(run.data.tags["checkpoint"])
         if run.data.tags["treatment"] in ("BnB", "BnB+", "AnB", "AnB+"):
             source = by_id[run.data.tags["source_run"]]
             assert source.data.tags["network"] == run.data.tags["source_network"]
@@ -342,6 +368,15 @@ def test_a_base_is_logged_as_a_pytorch_model_that_loads_as_the_checkpoint(tiny_s
     tracker.log_network(base, row, [{"epoch": 1, "train_loss": 1.0}])
     models = tracker.client.search_logged_models([tracker.experiment_id])
     assert [m.source_run_id for m in models] == [tracker.run_id_of(base.network)]
+    (version,) = tracker.client.search_model_versions()  # and its registered version
+    assert (version.name, version.run_id) == (
+        tracker.registered_name(base),
+        tracker.run_id_of(base.network),
+    )
+    assert mlflow.pytorch.load_model(f"models:/{version.name}/{version.version}")(x).shape == (
+        4,
+        reference.cfg.num_classes,
+    )
 
 
 def test_a_network_whose_model_fails_to_log_leaves_no_run(tiny_study, tmp_path, monkeypatch):
@@ -481,3 +516,15 @@ def test_system_metrics_are_logged_to_the_parent_run_only_with_cuda(tracker, mon
         assert monitor.uri == tracker.uri
     assert monitor.state == "finished" and tracker.monitor is None
     assert parent_status(tracker) == "FINISHED"
+
+
+def test_ui_links_the_experiments_list_while_no_study_ran_and_names_a_server_that_died(tmp_path):
+    empty = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert (
+        runs_link("http://h:1", empty) == "http://h:1/#/experiments?workflowType=machine_learning"
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # looking creates no store
+    died = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    died.wait()
+    with pytest.raises(RuntimeError, match="exited with status 3"):
+        wait_until_up("http://127.0.0.1:9/health", timeout_s=5, server=died)

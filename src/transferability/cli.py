@@ -453,6 +453,17 @@ def profile(name, path, as_cli):
     click.echo(" ".join(f"{flag} {shlex.quote(s)}" for s in overrides))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--no-browser", is_flag=True, help="Print the link only.")
+def ui(host, port, no_browser):
+    """MLflow's UI on this repository's store, opened on the study's runs table."""
+    from transferability.tracking.ui import serve
+
+    raise SystemExit(serve(host, port, open_browser=not no_browser, log=click.echo))
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a study as Ctrl-C does: rows kept, runs marked KILLED
 

@@ -304,7 +304,7 @@ def _torchvision_cifar10(root: Path, size: int):
 
     try:
         sets = {s: CIFAR10(str(root), train=s == "train", download=True) for s in SPLITS}
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:  # offline: urllib's URLError is an OSError
         raise DataError(
             f"CIFAR-10 not found under {root} and could not be downloaded ({e}). "
             "Connect to the internet, or set data.source to a CIFAR-style ImageFolder "

@@ -1,11 +1,13 @@
 """The Tracker: one MLflow run per network trained, all under one parent run per study.
 
 Only the process that runs the study writes to MLflow (networks are logged when they finish).
-Checkpoints stay with DVC: a run records their path and md5 (DVC's hash), not a copy; a base
-network is also logged as an MLflow PyTorch model (a LoggedModel), loadable with
-``mlflow.pytorch.load_model`` as a TransferNet: pickled, so loading it runs code from the store
-and imports this package. With CUDA, MLflow's system metrics (CPU, memory, disk, network; GPU
-where nvidia-ml-py is installed) are logged to the parent run while a stage trains.
+Checkpoints stay with DVC: a run records their path and md5 (DVC's hash) in its tags, its
+description and a small `checkpoint.json` artifact, not a copy; a base network is also logged
+as an MLflow PyTorch model (a LoggedModel) and registered in the model registry as
+`<study>.<split>.s<seed>.base<task>`, loadable with ``mlflow.pytorch.load_model`` as a
+TransferNet: pickled, so loading it runs code from the store and imports this package. With
+CUDA, MLflow's system metrics (CPU, memory, disk, network; GPU where nvidia-ml-py is installed)
+are logged to the parent run while a stage trains.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transferability.config import Config
 from transferability.io import md5_file
 from transferability.place import identify
 from transferability.tracking.provenance import dataset_input, git_commit, source_tags
-from transferability.tracking.store import ensure_store, retry, tracking_uri
+from transferability.tracking.store import ensure_store, expand_in_view, retry, tracking_uri
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MODEL = "model"  # the name of a base network's logged model
@@ -144,6 +146,7 @@ class Tracker:
         )
         self._log(run.info.run_id, params=_flatten(self.cfg.model_dump()))
         self._log_data(run.info.run_id)
+        expand_in_view(self.client, self.experiment_id, run.info.run_id)
         return run.info.run_id
 
     def _log_data(self, run_id: str) -> None:
@@ -158,6 +161,10 @@ class Tracker:
         models |= {
             m.model_id for m in self.client.search_logged_models([self.experiment_id], query)
         }
+        for version in self.client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            self.client.delete_model_version(version.name, version.version)
+            if not self.client.search_model_versions(f"name = '{version.name}'"):
+                self.client.delete_registered_model(version.name)
         for model_id in sorted(models):
             self.client.delete_logged_model(model_id)
         self.client.delete_run(run.info.run_id)
@@ -232,8 +239,9 @@ class Tracker:
         }
         end = int(time.time() * 1000)  # logged when it finished: give the run its real span
         start = end - int(float(row["seconds"]) * 1000)
+        tags["mlflow.note.content"] = self._note(job, row, tags)  # the run page's description
         run = self.client.create_run(
-            self.experiment_id, run_name=job.network, tags=tags, start_time=start
+            self.experiment_id, run_name=run_name(job), tags=tags, start_time=start
         )
         run_id = run.info.run_id
         params = _flatten(self.cfg.model_dump(include={"data", "model", "train"}))
@@ -244,6 +252,9 @@ class Tracker:
         try:
             self._log(run_id, params=params, metrics=metrics)
             self._log_data(run_id)
+            pointer = {k: tags[k] for k in ("network", "checkpoint", "checkpoint_md5")}
+            pointer |= {"fingerprint": row["fingerprint"], "dvc_stage": _stage_of(job)}
+            self.client.log_dict(run_id, pointer, "checkpoint.json")
             if job.treatment == "base" and ckpt.is_file():
                 self._log_model(run_id, job, ckpt)
         except BaseException:  # no half-logged run: the runner logs the network next time
@@ -301,7 +312,54 @@ class Tracker:
                 )
         finally:
             quiet.setLevel(level)
+        name = self.registered_name(job)
+        if not self.client.search_registered_models(f"name = '{name}'"):
+            retry(self.client.create_registered_model, name, tags={"network": job.network})
+        retry(
+            self.client.create_model_version,
+            name,
+            source=logged.artifact_location,
+            run_id=run_id,
+            model_id=logged.model_id,
+            tags={"network": job.network, "fingerprint": str(meta.get("fingerprint", "-"))},
+        )
         return logged.model_id
+
+    def registered_name(self, job) -> str:
+        """A base's name in the model registry: its study (the results folder: `reference` for
+        results/, `whole` for results/whole) and its network, e.g. reference.random0.s0.baseA."""
+        folder = Path(self.cfg.study.results_dir).name
+        study = "reference" if folder == "results" else folder
+        return ".".join([study, *job.network.split("/")])
+
+    def _note(self, job, row: dict, tags: dict) -> str:
+        """The run's description (markdown, on its page in the UI): what it is and where its
+        checkpoint and its source are."""
+        what = {
+            "base": "trained from scratch",
+            "BnB": f"layers 1–{job.n} copied from its own task's base, frozen",
+            "BnB+": f"layers 1–{job.n} copied from its own task's base, fine-tuned",
+            "AnB": f"layers 1–{job.n} copied from the other task's base, frozen",
+            "AnB+": f"layers 1–{job.n} copied from the other task's base, fine-tuned",
+            "RnB": f"layers 1–{job.n} left at random initialisation, frozen",
+        }[job.treatment]
+        lines = [
+            f"**{job.network}** ({job.treatment}, n = {job.n}): {what}; the rest trained on "
+            f"task {job.target_task}.",
+            "",
+            f"Checkpoint: `{tags['checkpoint']}` (md5 `{tags['checkpoint_md5']}`), an output of "
+            f"the DVC stage `{_stage_of(job)}` (`dvc pull` or `dvc repro` brings it); load it "
+            "with `transferability.models.load_checkpoint(path)`.",
+        ]
+        if tags.get("source_run", "-") != "-":
+            lines += [
+                "",
+                f"Source: [{tags['source_network']}](#/experiments/{self.experiment_id}/runs/"
+                f"{tags['source_run']}?workflowType=machine_learning).",
+            ]
+        if job.treatment == "base":
+            lines += ["", f"Registered model: `{self.registered_name(job)}`."]
+        return "\n".join(lines)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run FINISHED, FAILED or KILLED (a later stage may log to it again)."""
@@ -310,3 +368,16 @@ class Tracker:
         self._stop_system_metrics()
         self.client.set_terminated(self.parent_id, status=status)
         self.finished = status
+
+
+def run_name(job) -> str:
+    """What the UI's runs table shows first: the network's own name, then where it belongs
+    (`B4A+ · dissimilar0/s0`), so that a cut column still says which network it is."""
+    return f"{job.name} · {job.network.rsplit('/', 1)[0]}"
+
+
+def _stage_of(job) -> str:
+    """The DVC stage whose output holds the network's checkpoint."""
+    if job.per_class:
+        return "datasize"
+    return "train_base" if job.treatment == "base" else "transfer"

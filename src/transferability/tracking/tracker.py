@@ -372,7 +372,7 @@ class Tracker:
 
 def run_name(job) -> str:
     """What the UI's runs table shows first: the network's own name, then where it belongs
-    (`B4A+ · dissimilar0/s0`), so that a cut column still says which network it is."""
+    (`B4A+ · dissimilar/s0`), so that a cut column still says which network it is."""
     return f"{job.name} · {job.network.rsplit('/', 1)[0]}"
 
 

@@ -21,7 +21,14 @@ import yaml
 from transferability import config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train_base", "transfer", "datasize", "similarity", "aggregate")  # one per study
+STAGES = (
+    "train_base",
+    "transfer",
+    "datasize",
+    "similarity",
+    "diagnostics",
+    "aggregate",
+)  # one per study
 HEADER = (
     "# DERIVED by `python pipelines/derive.py {name}` from params.yaml, dvc.yaml and\n"
     "# profiles.yaml's profile `{name}`: edit those and run it again (a test checks this file).\n"

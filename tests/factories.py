@@ -5,6 +5,7 @@ tests), and the package modules a source imports (import layering and report tes
 import ast
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,28 @@ def package_imports(source: str, depth: int = 1) -> set[str]:
                 if parts[0] == "transferability" and len(parts) > depth:
                     found.add(".".join(parts[1 : depth + 1]))
     return found
+
+
+def run(monkeypatch, capsys, *args):
+    """The `transferability` command in this process: (exit code, stdout, stderr)."""
+    from transferability.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["transferability", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def tiny_project(monkeypatch, tmp_path):
+    """A folder of a few tiny images and a params.yaml for one random split, one epoch."""
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: imgs, val_per_class: 1}\nmodel: {width: 0.25}\n"
+        "split: {random_seeds: [0], dissimilar: false}\n"
+        "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
+    )

@@ -1,25 +1,13 @@
 """The command line as a user meets it: help, errors that name their input, and a real study."""
 
 import json
-import sys
 
 import pandas as pd
 import pytest
 
 from transferability.cli import main
 
-from .factories import ARCHIVE, make_image_folder
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["transferability", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from .factories import ARCHIVE, run, tiny_project
 
 
 def test_help_lists_a_subcommand_per_step(monkeypatch, capsys):
@@ -47,17 +35,6 @@ def test_missing_dataset_says_where_it_looked(monkeypatch, capsys, tmp_path):
     assert code == 2 and "nowhere.tar.gz" in err and "torchvision" in err
     code, _, err = run(monkeypatch, capsys, "train-bases")
     assert code == 2 and "transferability prepare" in err
-
-
-def tiny_project(monkeypatch, tmp_path):
-    """A folder of a few tiny images and a params.yaml for one random split, one epoch."""
-    monkeypatch.chdir(tmp_path)
-    make_image_folder(tmp_path / "imgs", n_train=4, n_test=2)
-    (tmp_path / "params.yaml").write_text(
-        "data: {source: imgs, val_per_class: 1}\nmodel: {width: 0.25}\n"
-        "split: {random_seeds: [0], dissimilar: false}\n"
-        "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
-    )
 
 
 def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):
@@ -166,7 +143,6 @@ def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, ca
 
 
 def test_a_profile_prints_as_dvc_flags_or_as_command_line_flags(capsys):
-    from transferability.cli import main
 
     main(["profile", "quick"])
     dvc_flags = capsys.readouterr().out.split()

@@ -28,7 +28,7 @@ from transferability.models import NetConfig, build
 from transferability.networks import Networks, base_job, derive_seed
 from transferability.train import DeviceTask, train
 
-from .conftest import learnable_dataset
+from .factories import learnable_dataset, run, tiny_project
 
 NET = NetConfig("cifar5", 5, width=0.25)
 RECIPE = TrainConfig(epochs=2, batch_size=32, progress=False, eval_batch_size=500)
@@ -232,13 +232,12 @@ def test_each_diagnostic_costs_about_what_the_estimates_assume(trained, task, ca
 
 
 def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
-    from .test_cli import run, tiny_project
-
     tiny_project(monkeypatch, tmp_path)
     for step in ("prepare", "split", "train-bases", "transfer"):
         code, _out, err = run(monkeypatch, capsys, step)
         assert code == 0, err
-    fast = ["--set", "beyond.stitch_epochs=1", "--set", "beyond.interpolation_points=3"]
+    every = ["--set", "beyond.diagnostics=[interpolation,reinit,stitching,transfusion]"]
+    fast = [*every, "--set", "beyond.stitch_epochs=1", "--set", "beyond.interpolation_points=3"]
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
     assert code == 0, err
     assert "random0/s0: interpolation, reinit, stitching, transfusion" in out
@@ -260,6 +259,6 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
     summary = pd.read_csv(tmp_path / "results/diagnostics_summary.csv")
     assert set(summary.diagnostic) == {"stitching", "reinit", "interpolation", "transfusion"}
     code, _out, err = run(
-        monkeypatch, capsys, "diagnostics", "--set", "beyond.diagnostics_cuts=[1]"
+        monkeypatch, capsys, "diagnostics", *every, "--set", "beyond.diagnostics_cuts=[1]"
     )
     assert code == 2 and "beyond.diagnostics_cuts: [1] are not cuts of the study" in err

@@ -56,7 +56,13 @@ def repo(tmp_path):
     params["train"] |= {"epochs": 1, "batch_size": 16, "progress": False}
     params["study"]["cuts"] = [1]
     params["split"] |= {"random_seeds": [0], "dissimilar": False}  # one block tests the stages
-    params["beyond"] |= {"datasize_per_class": [2], "datasize_cuts": [1], "cka_images": 20}
+    params["beyond"] |= {
+        "datasize_per_class": [2],
+        "datasize_cuts": [1],
+        "cka_images": 20,
+        "diagnostics": ["interpolation", "reinit"],  # the two that train nothing
+        "interpolation_points": 3,
+    }
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
@@ -70,6 +76,8 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
     assert len(runs) == 2 + 2 * 5
     assert len(pd.read_csv(repo / "results/runs_datasize.csv")) == 2 + 2 * 2  # beyond the paper
     assert len(pd.read_csv(repo / "results/cka.csv")) == 5 + 2 * 2 * 5
+    diag = pd.read_csv(repo / "results/diagnostics.csv")
+    assert set(diag.diagnostic) == {"interpolation", "reinit"}
     assert (
         "n1"
         in json.loads((repo / "results/summary.json").read_text())["gaps"]["random"]["specificity"]
@@ -80,7 +88,11 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["study"]["cuts"] = [1, 2]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    assert set(json.loads(dvc(repo, "status", "--json"))) - {"report"} == {"transfer", "similarity"}
+    assert set(json.loads(dvc(repo, "status", "--json"))) - {"report"} == {
+        "transfer",
+        "similarity",
+        "diagnostics",
+    }
 
     out = dvc(repo, "repro", "aggregate")
     ran = {
@@ -92,11 +104,12 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
             "transfer",
             "datasize",
             "similarity",
+            "diagnostics",
             "aggregate",
         )
         if f"Running stage '{s}'" in out
     }
-    assert ran == {"transfer", "similarity", "aggregate"}, out
+    assert ran == {"transfer", "similarity", "diagnostics", "aggregate"}, out
     assert len(pd.read_csv(repo / "results/runs.csv")) == 2 + 2 * 2 * 5
     assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}
 

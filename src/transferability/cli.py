@@ -194,22 +194,12 @@ def diagnostics(cfg, out, runs):
     """Model stitching, layer re-initialisation, interpolation after fine-tuning and weight
     scale alone (beyond.diagnostics) on the first beyond.blocks random blocks (beyond the paper;
     transfusion trains, the others are inference or train a stitch only)."""
-    from transferability.diagnostics import network_diagnostics
-    from transferability.io import atomic_write
-    from transferability.runner import read_runs
+    from transferability.diagnostics import write_diagnostics
 
-    ds = _dataset(cfg)
-    t = time.perf_counter()
+    ds, t = _dataset(cfg), time.perf_counter()
     tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
-    missing = [str(p) for p in tables if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
-    splits = load_splits(cfg, ds.classes)
-    table = network_diagnostics(cfg, splits, ds, log=click.echo, md5s=md5s)
     out = Path(out) if out else Path(cfg.study.results_dir) / "diagnostics.csv"
-    with atomic_write(out) as f:
-        table.to_csv(f, index=False, float_format="%.6f")
+    table = write_diagnostics(cfg, load_splits(cfg, ds.classes), ds, tables, out, click.echo)
     click.echo(f"{len(table)} diagnostic rows → {out} ({time.perf_counter() - t:.0f}s)")
 
 

@@ -243,13 +243,9 @@ class BeyondConfig(Section):
     # test images (the same number of each of the ten classes) on which layers are compared
     cka_images: Annotated[int, Field(ge=10)] = 2000
     # the diagnostics that pull specificity apart from co-adaptation (diagnostics.py), on the
-    # same blocks: which to run and at which cuts (null: the study's cuts)
-    diagnostics: list[Literal["stitching", "reinit", "interpolation", "transfusion"]] = [
-        "interpolation",
-        "reinit",
-        "stitching",
-        "transfusion",
-    ]  # sorted, as the validator keeps them
+    # same blocks: which to run (they read the checkpoints; none by default) and at which cuts
+    # (null: the study's cuts)
+    diagnostics: list[Literal["stitching", "reinit", "interpolation", "transfusion"]] = []
     diagnostics_cuts: list[Annotated[int, Field(ge=1)]] | None = None
     stitch_epochs: Annotated[int, Field(ge=1)] = 10  # epochs of training an affine stitch
     stitch_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # Adam's step size for the stitch

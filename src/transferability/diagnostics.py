@@ -34,6 +34,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -338,10 +339,12 @@ def network_diagnostics(
     `diagnostic_cuts`: one table (COLUMNS). Every checkpoint read must be the network the study
     now configures (`Networks.load`) and, where `md5s` (network → md5, from its results row) names
     it, have those bytes."""
+    which, cuts = set(cfg.beyond.diagnostics), diagnostic_cuts(cfg)
+    if not which:  # a study without diagnostics (the reference's): no checkpoint is read
+        return pd.DataFrame(columns=COLUMNS)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     networks = Networks(cfg, splits, dataset)
-    which, cuts = set(cfg.beyond.diagnostics), diagnostic_cuts(cfg)
     kinds = {s.name: s.kind for s in splits}
     bs, precision = cfg.train.eval_batch_size, networks.precision
     md5 = (md5s or {}).get
@@ -395,3 +398,26 @@ def network_diagnostics(
         log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
     table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
     return table.reindex(columns=COLUMNS)
+
+
+def write_diagnostics(
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    tables: list[Path],
+    out: Path,
+    log: Callable = print,
+) -> pd.DataFrame:
+    """`transferability diagnostics` (the DVC stage): `network_diagnostics` with every
+    checkpoint checked against the md5 its row in `tables` records, written to `out`."""
+    from transferability.io import atomic_write
+    from transferability.runner import read_runs
+
+    missing = [str(p) for p in tables if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    table = network_diagnostics(cfg, splits, dataset, log=log, md5s=md5s)
+    with atomic_write(out) as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+    return table

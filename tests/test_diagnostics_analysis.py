@@ -145,3 +145,16 @@ def test_analyse_writes_the_summary_and_leaves_claims_csv_as_it_was(tmp_path):
     assert pd.read_csv(tmp_path / "a/diagnostics_summary.csv").empty
     assert read(diag).direction.tolist().count("") == 5 * 2 * L * 2  # "" reads back as ""
     assert len(unit_values(read(diag))) == 5 * 2 * (L - 1)
+
+
+def test_a_study_that_runs_no_diagnostics_has_no_diagnostics_claims(tmp_path):
+    """beyond.diagnostics: [] writes a table with no rows (the reference's): as without one."""
+    write_runs(tmp_path / "runs.csv", runs().to_dict("records"))
+    empty = tmp_path / "diagnostics.csv"
+    pd.DataFrame(columns=COLUMNS).to_csv(empty, index=False)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    analyse(tmp_path / "runs.csv", tmp_path / "a", L, RULES)
+    analyse(tmp_path / "runs.csv", tmp_path / "b", L, RULES, diagnostics_path=empty)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a/claims.csv"), pd.read_csv(tmp_path / "b/claims.csv")
+    )

@@ -107,6 +107,8 @@ def analyse(
     failed = failed_networks(runs, rules.failed_margin)
     has_diag = diagnostics_path and Path(diagnostics_path).is_file()
     diag = read_diagnostics(diagnostics_path) if has_diag else None
+    if diag is not None and diag.empty:  # a study that runs none (beyond.diagnostics: [])
+        diag = None  # has no diagnostics claims, as without the table
     context = claims_context(units, num_layers, rules, split_classes, du, diag)
     masked = context
     if len(failed):

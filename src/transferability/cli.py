@@ -403,29 +403,11 @@ def reproduce(cfg, networks, runs):
     """Retrain a sample of the committed networks and compare (default: the first block's baseB,
     B1B+ and B(top)B): identical on the same kind of machine, within
     analysis.reproduce_tolerance points on another."""
-    import tempfile
-
-    from transferability.networks import plan
-    from transferability.runner import default_sample
-    from transferability.runner import reproduce as rerun
+    from transferability.runner import check_reproduction
 
     ds = _dataset(cfg)
     splits = load_splits(cfg, ds.classes)
-    sample = list(networks) or default_sample(plan(cfg, splits))
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = rerun(
-            cfg,
-            splits,
-            ds,
-            _runs_path(cfg, runs),
-            sample,
-            Path(tmp),
-            cfg.analysis.reproduce_tolerance,
-            log=click.echo,
-        )
-    failed = [r["network"] for r in rows if r["verdict"].startswith("FAIL")]
-    if failed:
-        raise RuntimeError(f"not reproduced: {', '.join(failed)}")
+    rows = check_reproduction(cfg, splits, ds, _runs_path(cfg, runs), networks, click.echo)
     click.echo(f"reproduced {len(rows)} networks")
 
 

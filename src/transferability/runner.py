@@ -523,25 +523,26 @@ def reproduce(
     splits: list[Split],
     dataset: data_mod.Dataset,
     runs_path: Path,
-    networks: list[str],
+    sample: list[str],
     workdir: Path,
     tolerance: float,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Retrain `networks` (bases first; copies use the retrained base) into `workdir` and compare
-    each with its committed row: equal bit for bit when the row's machine is this kind of
-    machine, else within `tolerance` accuracy points (another processor takes another path).
-    On the same kind of processor a network is retrained with the thread count its row records
-    (another count sums in another order), whatever train.threads or OMP_NUM_THREADS say; every
-    network retrains in the precision its row records, whatever train.precision says."""
+    """Retrain the networks named in `sample` (bases first; copies use the retrained base) into
+    `workdir` and compare each with its committed row: equal bit for bit when the row's machine
+    is this kind of machine, else within `tolerance` accuracy points (another processor takes
+    another path). On the same kind of processor a network is retrained with the thread count
+    its row records (another count sums in another order), whatever train.threads or
+    OMP_NUM_THREADS say; every network retrains in the precision its row records, whatever
+    train.precision says."""
     from transferability.train import processor
 
     committed = {r["network"]: r for r in read_runs(runs_path)}
     jobs = {j.network: j for j in plan(cfg, splits)}
-    unknown = [n for n in networks if n not in jobs or n not in committed]
+    unknown = [n for n in sample if n not in jobs or n not in committed]
     if unknown:
         raise ValueError(f"not in the configured study or not in {runs_path}: {unknown}")
-    precisions = sorted({committed[n]["precision"] for n in networks})
+    precisions = sorted({committed[n]["precision"] for n in sample})
     if len(precisions) > 1:
         raise ValueError(f"the sample mixes precisions {precisions}: reproduce one at a time")
     local = cfg.model_copy(
@@ -551,11 +552,11 @@ def reproduce(
         }
     )
     networks = Networks(local, splits, dataset)
-    order = sorted(networks, key=lambda n: jobs[n].treatment != "base")
+    order = sorted(sample, key=lambda n: jobs[n].treatment != "base")
     out = []
     for name in order:
         job, old = jobs[name], committed[name]
-        if job.source is not None and job.source.network not in networks:
+        if job.source is not None and job.source.network not in sample:
             raise ValueError(f"{name} copies {job.source.network}: sample it too")
         kind, _, threads = old.get("machine", "").rpartition("; ")
         count = threads.removesuffix(" threads")
@@ -588,3 +589,33 @@ def reproduce(
             f"({delta:+.2f} points; {'same' if same_machine else 'other'} machine): {verdict}"
         )
     return out
+
+
+def check_reproduction(
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    runs_path: Path,
+    sample: list[str],
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """`transferability reproduce`: `reproduce` the sample (by default `default_sample`) in a
+    temporary folder; raises naming the networks that did not reproduce."""
+    import tempfile
+
+    sample = list(sample) or default_sample(plan(cfg, splits))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = reproduce(
+            cfg,
+            splits,
+            dataset,
+            runs_path,
+            sample,
+            Path(tmp),
+            cfg.analysis.reproduce_tolerance,
+            log,
+        )
+    failed = [r["network"] for r in rows if r["verdict"].startswith("FAIL")]
+    if failed:
+        raise RuntimeError(f"not reproduced: {', '.join(failed)}")
+    return rows

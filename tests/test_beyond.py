@@ -146,8 +146,8 @@ def test_the_sweep_trains_on_the_smaller_sets_and_refuses_without_the_study_base
 
 def test_the_boost_over_the_selffer_is_compared_across_sizes_inside_blocks():
     boost = lambda b, size: {25: 0.05 + 0.01 * b, 100: 0.02, 250: 0.01}[size]  # noqa: E731
-    networks, sweep = sweep_rows(5, boost)
-    du = datasize_units(networks, sweep, [1, 3])
+    study_rows, sweep = sweep_rows(5, boost)
+    du = datasize_units(study_rows, sweep, [1, 3])
     assert sorted(du.per_class.unique()) == [25, 100, 250]
     table = datasize_table(du, RULES).set_index(["per_class", "cuts", "boost"])
     assert table.loc[(25, "mean", "over_BnB_plus"), "estimate"] == pytest.approx(0.07)
@@ -160,8 +160,8 @@ def test_the_boost_over_the_selffer_is_compared_across_sizes_inside_blocks():
 
 
 def test_the_sweep_claim_needs_enough_blocks_and_a_sweep():
-    networks, sweep = sweep_rows(3, lambda b, size: 0.05 if size == 25 else 0.0)
-    c = datasize_claim(datasize_units(networks, sweep, [1, 3]), RULES)
+    study_rows, sweep = sweep_rows(3, lambda b, size: 0.05 if size == 25 else 0.0)
+    c = datasize_claim(datasize_units(study_rows, sweep, [1, 3]), RULES)
     assert c["verdict"] == "not testable" and c["blocks"] == 3
     assert datasize_claim(None, RULES)["verdict"] == "not testable"
 
@@ -199,23 +199,23 @@ def test_a_constant_representation_has_no_cka():
 
 
 def test_the_sweep_needs_both_directions_and_a_base_at_each_size():
-    networks, sweep = sweep_rows(5, lambda b, size: 0.3 if size == 25 else 0.0)
+    study_rows, sweep = sweep_rows(5, lambda b, size: 0.3 if size == 25 else 0.0)
     one_way = sweep[~((sweep.train_images == 125) & (sweep.direction == "B->A"))]
-    du = datasize_units(networks, one_way, [1, 3], ["A->B", "B->A"])
+    du = datasize_units(study_rows, one_way, [1, 3], ["A->B", "B->A"])
     assert 25 not in set(du.per_class)
     assert datasize_claim(du, RULES)["verdict"] == "not testable"
     # a failed base of size 25 in block 0: that block is left out at that size, nothing raises
     no_base = sweep[~((sweep.network == "size25/random0/s0/baseBA") & (sweep.treatment == "base"))]
     no_base = no_base[~no_base.network.str.startswith("size25/random0/s0/base")]
-    du = datasize_units(networks, no_base, [1, 3], ["A->B", "B->A"])
+    du = datasize_units(study_rows, no_base, [1, 3], ["A->B", "B->A"])
     assert set(du[du.per_class == 25].split) == {f"random{b}" for b in range(1, 5)}
     assert datasize_claim(du, RULES)["blocks"] == 4
 
 
 def test_the_sweep_claim_compares_the_same_cuts_at_both_sizes():
-    networks, sweep = sweep_rows(5, lambda b, size: 0.05 if size == 25 else 0.0)
+    study_rows, sweep = sweep_rows(5, lambda b, size: 0.05 if size == 25 else 0.0)
     sweep = sweep[~((sweep.train_images == 125) & (sweep.n == 3))]
-    c = datasize_claim(datasize_units(networks, sweep, [1, 3]), RULES)
+    c = datasize_claim(datasize_units(study_rows, sweep, [1, 3]), RULES)
     assert c["verdict"] == "not testable" and "every cut" in c["rule"]
 
 

@@ -15,12 +15,12 @@ pytestmark = [
 QUIET = {"log": lambda *_: None}
 
 
-def on_cuda(cfg, tmp_path, **networks):
-    networks = {"mlflow": False, "models_dir": str(tmp_path / "models"), **networks}
+def on_cuda(cfg, tmp_path, **study):
+    study = {"mlflow": False, "models_dir": str(tmp_path / "models"), **study}
     return cfg.model_copy(
         update={
             "train": cfg.train.model_copy(update={"device": "cuda"}),
-            "study": cfg.study.model_copy(update=networks),
+            "study": cfg.study.model_copy(update=study),
             "data": cfg.data.model_copy(update={"prepared": str(tmp_path / "dataset.npz")}),
         }
     )

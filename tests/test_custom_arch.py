@@ -79,7 +79,7 @@ def layer_equal(a, b, i):
 
 def test_a_users_network_builds_transfers_and_trains(user_nets, tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, networks={"cuts": [1, 2]})
+    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, study={"cuts": [1, 2]})
     assert (cfg.num_layers, cfg.cuts) == (4, [1, 2])
     net = build(NetConfig("usernets:layers", 5, 0.5), 0)
     assert net.num_layers == 4 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
@@ -101,7 +101,7 @@ def test_a_users_network_builds_transfers_and_trains(user_nets, tiny_study, tmp_
 
     # the whole study runs on it, one row per network
     runs = tmp_path / "runs.csv"
-    cfg = with_settings(cfg, networks={"treatments": ["AnB", "AnB+"], "mlflow": False})
+    cfg = with_settings(cfg, study={"treatments": ["AnB", "AnB+"], "mlflow": False})
     run_study(cfg, splits, ds, runs, log=lambda *_: None)
     assert sorted(r["network"] for r in read_runs(runs)) == sorted(
         ["random0/s0/baseA", "random0/s0/baseB"]
@@ -144,7 +144,7 @@ def test_frozen_batch_norm_evaluates_and_the_rest_trains():
 @pytest.fixture
 def resnet_bases(tiny_study, tmp_path):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": RESNET}, networks={"cuts": [2], "mlflow": False})
+    cfg = with_settings(cfg, model={"arch": RESNET}, study={"cuts": [2], "mlflow": False})
     run_study(cfg, splits, ds, tmp_path / "runs.csv", which="bases", log=lambda *_: None)
     return Networks(cfg, splits, ds)
 
@@ -196,7 +196,7 @@ def test_the_resnet_copies_and_reloads_with_its_running_statistics(tmp_path):
 
 def test_an_edited_network_gets_a_new_fingerprint(user_nets, tiny_study):
     cfg, splits, ds = tiny_study
-    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, networks={"cuts": [1, 2]})
+    cfg = with_settings(cfg, model={"arch": "usernets:layers"}, study={"cuts": [1, 2]})
     job = base_job("random0", "random", 0, "A")
     before = Networks(cfg, splits, ds).fingerprint(job)
     user_nets.write_text(USER_NETS + "\n# edited\n")

@@ -49,9 +49,9 @@ def with_(cfg, section, **kw):
     return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=kw)})
 
 
-def small(cfg, **networks):
+def small(cfg, **study):
     """Two bases, B1B and A1A, no MLflow unless asked."""
-    return with_(cfg, "study", **{"cuts": [1], "treatments": ["BnB"], "mlflow": False, **networks})
+    return with_(cfg, "study", **{"cuts": [1], "treatments": ["BnB"], "mlflow": False, **study})
 
 
 def ckpt(cfg, name: str) -> Path:

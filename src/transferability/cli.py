@@ -277,7 +277,7 @@ def study(cfg, trust_rows):
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
 @click.option(
     "--study",
-    "networks_mode",
+    "study_mode",
     is_flag=True,
     help="Time the study itself instead: train the first block of the configured study "
     "(shrink it with --set, e.g. train.epochs=4 study.cuts=[1,3]) as a study trains, in a "
@@ -291,7 +291,7 @@ def study(cfg, trust_rows):
     show_default=True,
     help="With --study: the profiles to cost (and the reference, --params as it is).",
 )
-def bench(cfg, images, rounds, loader_workers, json_path, networks_mode, profiles_path):
+def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_path):
     """Training images/s: DataLoader pipeline vs the project's path vs the compute bound; with
     --study, the networks per hour of a block of the study."""
     import torch
@@ -304,7 +304,7 @@ def bench(cfg, images, rounds, loader_workers, json_path, networks_mode, profile
         torch.set_num_threads(cfg.train.threads)
     ds, device = _dataset(cfg), resolve_device(cfg.train.device)
     splits = configured_splits(cfg, ds.classes)
-    if networks_mode:
+    if study_mode:
         params = click.get_current_context().params["params_path"]
         timed = b.bench_study(cfg, ds, splits, images, rounds, device, params, profiles_path)
         text, figures = b.study_table(timed), b.study_json(timed)

@@ -100,9 +100,9 @@ def _payload(cfg: Config, splits: list[Split]) -> tuple[str, str, str]:
 
 
 def execute(networks, jobs: list, md5s: dict[str, str] | None = None) -> Iterator[Outcome]:
-    """Train `jobs` (independent of each other) with the settings and splits of `study` (a
-    `networks.Networks`) and yield each outcome as it completes. A job copies its base only if the
-    base's checkpoint has the md5 `md5s` gives for it (if any)."""
+    """Train `jobs` (independent of each other) with the settings and splits of `networks` (a
+    `networks.Networks`) and yield each outcome as it completes. A job copies its base only if
+    the base's checkpoint has the md5 `md5s` gives for it (if any)."""
     if not jobs:
         return
     cfg, splits = networks.cfg, list(networks.splits.values())

@@ -35,6 +35,7 @@ from transferability.train import (
     DeviceTask,
     evaluate,
     optimizer_for,
+    resolve_device,
     resolve_precision,
     train,
     train_step,
@@ -588,3 +589,27 @@ def plot_time_to_accuracy(curve, summary, margin: float, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def benchmark(
+    cfg: Config,
+    dataset: Dataset,
+    splits: list[Split],
+    images: int,
+    rounds: int,
+    loader_workers: int,
+    study: bool = False,
+    params: str = "params.yaml",
+    profiles: str = "profiles.yaml",
+) -> tuple[str, dict]:
+    """`transferability bench`: the training-step benchmark, or with `study` one block of the
+    study timed (`bench_study`); returns the table to print and the figures for --json."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    if study:
+        timed = bench_study(cfg, dataset, splits, images, rounds, device, params, profiles)
+        return study_table(timed), study_json(timed)
+    measured = measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
+    timed = run_bench(cfg, dataset, splits, images, rounds, loader_workers, device, measured)
+    return table(timed), as_json(timed)

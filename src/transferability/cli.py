@@ -294,24 +294,15 @@ def study(cfg, trust_rows):
 def bench(cfg, images, rounds, loader_workers, json_path, study_mode, profiles_path):
     """Training images/s: DataLoader pipeline vs the project's path vs the compute bound; with
     --study, the networks per hour of a block of the study."""
-    import torch
-
-    from transferability import bench as b
+    from transferability.bench import benchmark
     from transferability.io import write_json
-    from transferability.train import resolve_device
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    ds, device = _dataset(cfg), resolve_device(cfg.train.device)
+    ds = _dataset(cfg)
     splits = configured_splits(cfg, ds.classes)
-    if study_mode:
-        params = click.get_current_context().params["params_path"]
-        timed = b.bench_study(cfg, ds, splits, images, rounds, device, params, profiles_path)
-        text, figures = b.study_table(timed), b.study_json(timed)
-    else:
-        measured = b.measured_seconds(Path(cfg.study.results_dir) / "runs.csv")
-        timed = b.run_bench(cfg, ds, splits, images, rounds, loader_workers, device, measured)
-        text, figures = b.table(timed), b.as_json(timed)
+    params = click.get_current_context().params["params_path"]
+    text, figures = benchmark(
+        cfg, ds, splits, images, rounds, loader_workers, study_mode, params, profiles_path
+    )
     click.echo(text)
     if json_path:
         write_json(json_path, figures)

@@ -114,10 +114,8 @@ def ensure_store(uri: str | None = None) -> tuple[PatientClient, str]:
         exp = client.get_experiment_by_name(EXPERIMENT)
         view = json.dumps({"selectedColumns": RUNS_VIEW_COLUMNS})
         if exp:
-            shared = json.loads(exp.tags.get(RUNS_VIEW_TAG) or "{}")
-            if shared.get("selectedColumns") != RUNS_VIEW_COLUMNS:  # keeps runsExpanded
-                shared["selectedColumns"] = RUNS_VIEW_COLUMNS
-                client.set_experiment_tag(exp.experiment_id, RUNS_VIEW_TAG, json.dumps(shared))
+            if exp.tags.get(RUNS_VIEW_TAG) != view:
+                client.set_experiment_tag(exp.experiment_id, RUNS_VIEW_TAG, view)
             return client, exp.experiment_id
         # the UI opens a model-training experiment on its runs table, not on GenAI traces
         tags = {EXPERIMENT_KIND: MODEL_TRAINING, RUNS_VIEW_TAG: view}
@@ -133,13 +131,3 @@ def sqlite_file(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri.removeprefix("sqlite:///").partition("?")[0])
-
-
-def expand_in_view(client, experiment_id: str, run_id: str) -> None:
-    """Open a study's parent run in the shared runs view, so that the link lands on its
-    networks rather than on one collapsed row per study."""
-    tags = client.get_experiment(experiment_id).tags
-    shared = json.loads(tags.get(RUNS_VIEW_TAG) or "{}")
-    if not shared.get("runsExpanded", {}).get(run_id):
-        shared.setdefault("runsExpanded", {})[run_id] = True
-        client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, json.dumps(shared))

@@ -23,7 +23,7 @@ from transferability.config import Config
 from transferability.io import md5_file
 from transferability.place import identify
 from transferability.tracking.provenance import dataset_input, git_commit, source_tags
-from transferability.tracking.store import ensure_store, expand_in_view, retry, tracking_uri
+from transferability.tracking.store import ensure_store, retry, tracking_uri
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MODEL = "model"  # the name of a base network's logged model
@@ -146,7 +146,6 @@ class Tracker:
         )
         self._log(run.info.run_id, params=_flatten(self.cfg.model_dump()))
         self._log_data(run.info.run_id)
-        expand_in_view(self.client, self.experiment_id, run.info.run_id)
         return run.info.run_id
 
     def _log_data(self, run_id: str) -> None:

@@ -2,7 +2,8 @@
 
 MLflow's UI opens on its GenAI home page and remembers the last workflow in the browser, so
 the link goes straight to the experiment's runs in the model-training workflow, with the view
-the store shares (`store.RUNS_VIEW`: the key columns, each study's parent run expanded)."""
+the store shares (`store.RUNS_VIEW`: the key columns). A study's networks are under its parent
+run (the row's + opens them): MLflow does not share which rows are open."""
 
 from __future__ import annotations
 

@@ -411,12 +411,9 @@ def write_diagnostics(
     """`transferability diagnostics` (the DVC stage): `network_diagnostics` with every
     checkpoint checked against the md5 its row in `tables` records, written to `out`."""
     from transferability.io import atomic_write
-    from transferability.runner import read_runs
+    from transferability.runner import recorded_md5s
 
-    missing = [str(p) for p in tables if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    md5s = recorded_md5s(tables)
     table = network_diagnostics(cfg, splits, dataset, log=log, md5s=md5s)
     with atomic_write(out) as f:
         table.to_csv(f, index=False, float_format="%.6f")

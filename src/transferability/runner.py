@@ -123,6 +123,16 @@ def _check_row(row: dict, where: str) -> None:
             )
 
 
+def recorded_md5s(tables: Iterable[Path]) -> dict[str, str]:
+    """network → the md5 of its checkpoint, as the results `tables` record it (a missing table
+    is an error naming it): what a stage that reads checkpoints checks them against."""
+    tables = [Path(p) for p in tables]
+    missing = [str(p) for p in tables if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
+    return {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+
+
 def write_runs(path: Path, rows: list[dict], drop: Iterable[str] = ()) -> None:
     """The one way a results table is written: under its lock (taken here unless this process
     holds it), atomically (a crash leaves the old table or the new, never half), and never

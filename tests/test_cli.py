@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, errors that name their input, and a real study."""
 
 import json
+import shlex
 
 import pandas as pd
 import pytest
@@ -145,9 +146,10 @@ def test_time_to_accuracy_trains_each_recipe_once_and_summarises(monkeypatch, ca
 def test_a_profile_prints_as_dvc_flags_or_as_command_line_flags(capsys):
 
     main(["profile", "quick"])
-    dvc_flags = capsys.readouterr().out.split()
+    dvc_flags = shlex.split(capsys.readouterr().out)  # as the shell reads them
     main(["profile", "quick", "--cli"])
-    cli_flags = capsys.readouterr().out.split()
+    cli_flags = shlex.split(capsys.readouterr().out)
     assert dvc_flags[0] == "-S" and cli_flags[0] == "--set"
     assert dvc_flags[1::2] == cli_flags[1::2]
+    assert all("=" in setting for setting in dvc_flags[1::2])  # a list with spaces stays one word
     assert "--set" not in dvc_flags and "-S" not in cli_flags

@@ -176,14 +176,21 @@ _md5_tables = click.option(
 def similarity(cfg, out, runs):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
-    from transferability.similarity import write_similarity
+    from transferability.similarity import layer_similarity
+
+    _write_checked(cfg, runs, out, "cka.csv", layer_similarity, "layer comparisons")
+
+
+def _write_checked(cfg, runs, out: str | None, default: str, compute, what: str) -> None:
+    """The similarity and diagnostics commands: `runner.write_checked` on the given runs tables
+    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`)."""
+    from transferability.runner import write_checked
 
     ds, t = _dataset(cfg), time.perf_counter()
     tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
-    out = Path(out) if out else Path(cfg.study.results_dir) / "cka.csv"
-    splits = load_splits(cfg, ds.classes)
-    table = write_similarity(cfg, splits, ds, tables, out, log=click.echo)
-    click.echo(f"{len(table)} layer comparisons → {out} ({time.perf_counter() - t:.0f}s)")
+    out = Path(out) if out else Path(cfg.study.results_dir) / default
+    table = write_checked(compute, cfg, load_splits(cfg, ds.classes), ds, tables, out, click.echo)
+    click.echo(f"{len(table)} {what} → {out} ({time.perf_counter() - t:.0f}s)")
 
 
 @cli.command()
@@ -194,13 +201,9 @@ def diagnostics(cfg, out, runs):
     """Model stitching, layer re-initialisation, interpolation after fine-tuning and weight
     scale alone (beyond.diagnostics) on the first beyond.blocks random blocks (beyond the paper;
     transfusion trains, the others are inference or train a stitch only)."""
-    from transferability.diagnostics import write_diagnostics
+    from transferability.diagnostics import network_diagnostics
 
-    ds, t = _dataset(cfg), time.perf_counter()
-    tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
-    out = Path(out) if out else Path(cfg.study.results_dir) / "diagnostics.csv"
-    table = write_diagnostics(cfg, load_splits(cfg, ds.classes), ds, tables, out, click.echo)
-    click.echo(f"{len(table)} diagnostic rows → {out} ({time.perf_counter() - t:.0f}s)")
+    _write_checked(cfg, runs, out, "diagnostics.csv", network_diagnostics, "diagnostic rows")
 
 
 @cli.command()

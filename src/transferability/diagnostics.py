@@ -34,7 +34,6 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -398,23 +397,3 @@ def network_diagnostics(
         log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
     table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
     return table.reindex(columns=COLUMNS)
-
-
-def write_diagnostics(
-    cfg: Config,
-    splits: list[Split],
-    dataset: data_mod.Dataset,
-    tables: list[Path],
-    out: Path,
-    log: Callable = print,
-) -> pd.DataFrame:
-    """`transferability diagnostics` (the DVC stage): `network_diagnostics` with every
-    checkpoint checked against the md5 its row in `tables` records, written to `out`."""
-    from transferability.io import atomic_write
-    from transferability.runner import recorded_md5s
-
-    md5s = recorded_md5s(tables)
-    table = network_diagnostics(cfg, splits, dataset, log=log, md5s=md5s)
-    with atomic_write(out) as f:
-        table.to_csv(f, index=False, float_format="%.6f")
-    return table

@@ -123,14 +123,28 @@ def _check_row(row: dict, where: str) -> None:
             )
 
 
-def recorded_md5s(tables: Iterable[Path]) -> dict[str, str]:
-    """network → the md5 of its checkpoint, as the results `tables` record it (a missing table
-    is an error naming it): what a stage that reads checkpoints checks them against."""
+def write_checked(
+    compute: Callable,
+    cfg: Config,
+    splits: list[Split],
+    dataset: data_mod.Dataset,
+    tables: Iterable[Path],
+    out: Path,
+    log: Callable[[str], None] = print,
+):
+    """A stage that reads checkpoints (similarity, diagnostics): `compute(cfg, splits, dataset,
+    log=, md5s=)`, every checkpoint it reads checked against the md5 its row in one of the
+    results `tables` records (a missing table is an error naming it); its table written to
+    `out`, and returned."""
     tables = [Path(p) for p in tables]
     missing = [str(p) for p in tables if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
-    return {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
+    table = compute(cfg, splits, dataset, log=log, md5s=md5s)
+    with atomic_write(out) as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+    return table
 
 
 def write_runs(path: Path, rows: list[dict], drop: Iterable[str] = ()) -> None:

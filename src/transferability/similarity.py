@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,6 @@ import torch
 
 from transferability import data as data_mod
 from transferability.config import Config
-from transferability.io import atomic_write
 from transferability.networks import Job, Networks, base_job, sweep_blocks
 from transferability.splits import Split
 from transferability.train import DeviceTask
@@ -137,22 +135,3 @@ def layer_similarity(
                         rows.append((split, seed, direction, comp, n, layer, c, len(x)))
         log(f"{split}/s{seed}: CKA of {len(cfg.study.directions) * len(cfg.cuts) * 2 + 2} networks")
     return pd.DataFrame(rows, columns=CKA_COLUMNS)
-
-
-def write_similarity(
-    cfg: Config,
-    splits: list[Split],
-    dataset: data_mod.Dataset,
-    tables: list[Path],
-    out: Path,
-    log: Callable = print,
-) -> pd.DataFrame:
-    """`layer_similarity`, every checkpoint read checked against the md5 its row in one of the
-    results `tables` records, written to `out` (cka.csv)."""
-    from transferability.runner import recorded_md5s
-
-    md5s = recorded_md5s(tables)
-    table = layer_similarity(cfg, splits, dataset, log=log, md5s=md5s)
-    with atomic_write(out) as f:
-        table.to_csv(f, index=False, float_format="%.6f")
-    return table

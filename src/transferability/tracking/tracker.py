@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transferability.config import Config
 from transferability.io import md5_file
+from transferability.networks import COPY_FROM_SOURCE, COPY_FROM_TARGET, FROZEN
 from transferability.place import identify
 from transferability.tracking.provenance import dataset_input, git_commit, source_tags
 from transferability.tracking.store import ensure_store, retry, tracking_uri
@@ -334,14 +335,16 @@ class Tracker:
     def _note(self, job, row: dict, tags: dict) -> str:
         """The run's description (markdown, on its page in the UI): what it is and where its
         checkpoint and its source are."""
-        what = {
-            "base": "trained from scratch",
-            "BnB": f"layers 1–{job.n} copied from its own task's base, frozen",
-            "BnB+": f"layers 1–{job.n} copied from its own task's base, fine-tuned",
-            "AnB": f"layers 1–{job.n} copied from the other task's base, frozen",
-            "AnB+": f"layers 1–{job.n} copied from the other task's base, fine-tuned",
-            "RnB": f"layers 1–{job.n} left at random initialisation, frozen",
-        }[job.treatment]
+        t = job.treatment  # worded from the treatments' definition in networks.py
+        origin = (
+            "copied from its own task's base"
+            if t in COPY_FROM_TARGET
+            else "copied from the other task's base"
+            if t in COPY_FROM_SOURCE
+            else "left at random initialisation"
+        )
+        kept = "frozen" if t in FROZEN else "fine-tuned"
+        what = "trained from scratch" if t == "base" else f"layers 1–{job.n} {origin}, {kept}"
         lines = [
             f"**{job.network}** ({job.treatment}, n = {job.n}): {what}; the rest trained on "
             f"task {job.target_task}.",

@@ -95,20 +95,8 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
     }
 
     out = dvc(repo, "repro", "aggregate")
-    ran = {
-        s
-        for s in (
-            "prepare",
-            "split",
-            "train_base",
-            "transfer",
-            "datasize",
-            "similarity",
-            "diagnostics",
-            "aggregate",
-        )
-        if f"Running stage '{s}'" in out
-    }
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    ran = {s for s in stages if f"Running stage '{s}'" in out}
     assert ran == {"transfer", "similarity", "diagnostics", "aggregate"}, out
     assert len(pd.read_csv(repo / "results/runs.csv")) == 2 + 2 * 2 * 5
     assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}

@@ -1,9 +1,11 @@
 import csv
 
 import pytest
+import torch
 
 import transferability.networks as networks_mod
-from transferability.networks import plan
+import transferability.train as train_mod
+from transferability.networks import Job, Networks, base_job, plan
 from transferability.runner import read_runs, run_study
 
 QUIET = {"log": lambda *_: None}
@@ -106,3 +108,72 @@ def test_an_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "m.pt", build(NetConfig("cifar5", 2), 0), {})
     assert list(tmp_path.iterdir()) == []
+
+
+def stop_at_step(monkeypatch, step: int):
+    """Make training stop (as a killed process would) at its `step`-th optimizer step."""
+    real, calls = train_mod.train_step, {"n": 0}
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    stopping.calls = calls
+    monkeypatch.setattr(train_mod, "train_step", stopping)
+    return real
+
+
+def test_a_network_stopped_mid_training_goes_on_to_the_same_numbers(tiny_study, monkeypatch):
+    cfg, splits, ds = tiny_study
+    cfg = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"epochs": 3, "save_every_s": 0})}
+    )
+    base = base_job("random0", "random", 0, "A")
+    frozen = Job("random0", "random", 0, "A->B", "A", "B", "AnB", 1)  # copies base, trains part
+    unbroken = Networks(cfg, splits, ds)
+    results = {}
+    for job in (base, frozen):
+        t = unbroken.train(job)
+        results[job.name] = (t.model.state_dict(), t.result.history)
+        unbroken.save(t)
+        assert not unbroken.partial(job).exists()  # a finished run leaves no state behind
+
+    for job in (base, frozen):
+        nets = Networks(cfg, splits, ds)
+        steps_per_epoch = -(-len(nets.task("random0", job.target_task).train_x) // 32)
+        real = stop_at_step(monkeypatch, 2 * steps_per_epoch + 2)  # in the last epoch
+        with pytest.raises(KeyboardInterrupt):
+            nets.train(job)
+        partial = nets.partial(job)
+        saved = torch.load(partial, weights_only=True)
+        assert saved["epoch"] == 2
+        # kept outside the checkpoint folders, which are DVC outputs
+        assert nets.checkpoint(job).parent not in partial.parents
+        monkeypatch.setattr(train_mod, "train_step", real)
+        t = Networks(cfg, splits, ds).train(job)
+        state, history = results[job.name]
+        assert all(torch.equal(v, state[k]) for k, v in t.model.state_dict().items())
+        assert t.result.history == history
+        assert not partial.exists()
+
+
+def test_a_saved_state_of_another_network_or_machine_is_not_resumed(tiny_study, monkeypatch):
+    cfg, splits, ds = tiny_study
+    cfg = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"epochs": 2, "save_every_s": 0})}
+    )
+    job = base_job("random0", "random", 0, "A")
+    nets = Networks(cfg, splits, ds)
+    steps = -(-len(nets.task("random0", "A").train_x) // 32)
+    stop_at_step(monkeypatch, steps + 1)  # stopped in epoch 2, epoch 1 saved
+    with pytest.raises(KeyboardInterrupt):
+        nets.train(job)
+    assert nets.partial(job).is_file()
+    stop_at_step(monkeypatch, 0)  # counts steps, stops none
+    monkeypatch.setattr(networks_mod, "machine", lambda: "another machine; 4 threads")
+    with pytest.warns(UserWarning, match="training from the start"):
+        nets.train(job)
+    assert train_mod.train_step.calls["n"] == 2 * steps  # both epochs, not the second alone
+    assert not nets.partial(job).exists()

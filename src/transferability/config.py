@@ -147,6 +147,9 @@ class TrainConfig(Section):
     # CPU threads per network; null: torch's default, or cores / study.workers in local workers
     threads: Annotated[int, Field(ge=1)] | None = None
     progress: bool = True
+    # an unfinished network saves its state at most this often (seconds), so that a stopped
+    # study or pilot goes on from there; 0: at every epoch
+    save_every_s: Annotated[float, Field(ge=0)] = 300
 
 
 class StudyConfig(Section):
@@ -325,6 +328,7 @@ HOW_IT_RUNS = (  # how a network is run, not which network it is
     "train.progress",
     "train.eval_batch_size",
     "train.eval_every",
+    "train.save_every_s",
 )
 BUDGET = ("data.train_per_class", "train.epochs")  # what the convergence pilot varies
 SCORED_ON = ("data.test_per_class",)  # the test images: they score a network, never train it

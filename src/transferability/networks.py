@@ -224,6 +224,7 @@ class Networks:
         self.device = resolve_device(cfg.train.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self._tasks: dict[tuple[str, str], DeviceTask] = {}
+        self.partial_dir = Path(cfg.study.models_dir, ".partial")
 
     # ------------------------------------------------------------------ identity
 
@@ -259,6 +260,12 @@ class Networks:
         if job.per_class:
             kind = f"datasize/size{job.per_class}"
         return Path(self.cfg.study.models_dir, kind, job.split, f"s{job.seed}", f"{job.name}.pt")
+
+    def partial(self, job: Job) -> Path:
+        """Where `train` keeps `job`'s unfinished state (`train.train`'s `partial`): beside the
+        checkpoint folders, not in them (they are DVC outputs), under `partial_dir`."""
+        rel = self.checkpoint(job).relative_to(self.cfg.study.models_dir)
+        return Path(self.partial_dir, rel)
 
     def net_config(self, num_classes: int) -> NetConfig:
         m = self.cfg.model
@@ -398,6 +405,8 @@ class Networks:
             self.cfg.train,
             seed=derive_seed("data", job.split, job.seed, job.target_task),
             desc=job.network,
+            partial=self.partial(job),
+            key=f"{job.network} {self.fingerprint(job)} {source_md5} {machine()} {self.precision}",
         )
         return Trained(job, model, result, source_md5, data)
 

@@ -7,7 +7,7 @@ the top-cut selffer: the base's first L−1 layers copied and frozen, the classi
 from a fresh draw for the same schedule. A base has converged when training it twice as long
 gains less than the seed-to-seed noise and the selffer no longer beats it (`analysis.
 choose_budget` applies the rule). Rows are written as they finish; a rerun skips the budgets
-already in the table for the same recipe.
+already in the table for the same recipe, and a stopped run goes on from its last saved epoch.
 """
 
 from __future__ import annotations
@@ -76,7 +76,13 @@ def recipe_text(cfg: Config) -> str:
 
 
 def budget_run(
-    cfg: Config, dataset: data_mod.Dataset, split: Split, task: str, seed: int, selffer: bool = True
+    cfg: Config,
+    dataset: data_mod.Dataset,
+    split: Split,
+    task: str,
+    seed: int,
+    selffer: bool = True,
+    partial_dir: Path | None = None,
 ) -> dict:
     """One base and (with `selffer`) its top-cut selffer at cfg's budget, scored on the
     validation split. Without the selffer the selffer columns are empty and `seconds` is the
@@ -84,10 +90,13 @@ def budget_run(
 
     Both are built and trained as the study builds and trains its networks (`Networks.train`):
     the selffer is the study's BnB at the top cut, and copies the base's checkpoint, written
-    to a temporary folder, only once `Networks.build` has checked that it is that base."""
+    to a temporary folder, only once `Networks.build` has checked that it is that base. An
+    unfinished network's state is kept in `partial_dir` (when given) to resume from."""
     with tempfile.TemporaryDirectory(prefix="pilot-") as tmp:
         here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"models_dir": tmp})})
         networks = Networks(here, [split], dataset)
+        if partial_dir is not None:
+            networks.partial_dir = partial_dir
         base = networks.train(base_job(split.name, split.kind, seed, task))
         sel = None
         if selffer:
@@ -163,7 +172,9 @@ def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selff
             for seed in seeds:
                 if (per_class, epochs, task, seed) in have:
                     continue
-                row = budget_run(budget, dataset, split, task, seed, selffer)
+                # a stopped run resumes from its last saved epoch (train.save_every_s)
+                partial = out.parent / ".partial" / out.stem / f"{per_class}x{epochs}"
+                row = budget_run(budget, dataset, split, task, seed, selffer, partial)
                 rows.append(row)
                 with atomic_write(out) as f:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)

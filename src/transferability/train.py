@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from transferability.config import TrainConfig
 from transferability.data import TaskData
+from transferability.io import atomic_write
 from transferability.models import TransferNet
 
 PRECISIONS = ("fp32", "bf16")
@@ -232,12 +233,52 @@ class TrainResult:
     precision: str = "fp32"  # what it trained in (train.precision, resolved)
 
 
+def _rng_states(gen: torch.Generator, device: torch.device) -> dict:
+    """Every random state the loop draws from: batch order and augmentation (`gen`), dropout."""
+    states = {"gen": gen.get_state(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, gen: torch.Generator, device: torch.device) -> None:
+    gen.set_state(states["gen"])
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _read_partial(path: Path, key: str) -> dict | None:
+    """The state an interrupted `train` saved at `path` for the network `key`, or None (none
+    there, or one of another network, machine or precision, which is discarded: a network is
+    trained on one kind of machine from start to end, so that its row's `machine` is true)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        warnings.warn(
+            f"{path}: unreadable ({type(e).__name__}); training from the start", stacklevel=3
+        )
+        return None
+    if state.get("key") != key:
+        warnings.warn(
+            f"{path} was saved by {state.get('key')!r}, not {key!r} (other settings, machine, "
+            "threads or precision): training from the start",
+            stacklevel=3,
+        )
+        return None
+    return state
+
+
 def train(
     model: TransferNet,
     data: DeviceTask,
     cfg: TrainConfig,
     seed: int,
     desc: str = "train",
+    partial: Path | None = None,
+    key: str = "",
 ) -> TrainResult:
     """Train `model` in place on `data` for cfg.epochs; the score is the final test accuracy.
 
@@ -246,6 +287,11 @@ def train(
     the batch order, the augmentation and dropout, so that on the CPU the same seed gives the
     same numbers. Training and evaluation run in train.precision (`resolve_precision`). A
     non-finite training loss stops with `TrainingDiverged`.
+
+    With `partial`, an unfinished run saves its whole state there (weights, optimizer, random
+    states, history; at an epoch's end, at most every cfg.save_every_s seconds), and a later
+    call with the same `key` (the network, machine, threads and precision) goes on from it to
+    the same numbers as one unbroken run; the file is removed when the run ends.
     """
     device = data.train_x.device
     precision = resolve_precision(cfg.precision, device)
@@ -258,9 +304,16 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     bs = cfg.eval_batch_size
     history: list[dict] = []
-    start = time.perf_counter()
+    first, before = 0, 0.0  # epochs done and seconds spent before this call
+    state = _read_partial(partial, key) if partial is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        first, before, history = state["epoch"], state["seconds"], state["history"]
+    start = saved = time.perf_counter()
     bar = tqdm(
         total=cfg.epochs * steps_per_epoch,
+        initial=first * steps_per_epoch,
         desc=desc,
         disable=None if cfg.progress else True,  # None: on when stderr is a terminal
         leave=False,
@@ -268,8 +321,10 @@ def train(
     )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout
-        step = 0
-        for epoch in range(cfg.epochs):
+        if state is not None:
+            _set_rng_states(state["rng"], gen, device)
+        step = first * steps_per_epoch
+        for epoch in range(first, cfg.epochs):
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             perm = torch.randperm(n, generator=gen).to(device)
@@ -307,6 +362,22 @@ def train(
             if final:
                 record["test_acc"] = evaluate(model, data, data.test_x, data.test_y, bs, precision)
             history.append(record)
+            now = time.perf_counter()
+            if partial is not None and not final and now - saved >= cfg.save_every_s:
+                with atomic_write(partial, "wb") as f:
+                    torch.save(
+                        {
+                            "key": key,
+                            "epoch": epoch + 1,
+                            "seconds": before + now - start,
+                            "history": history,
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "rng": _rng_states(gen, device),
+                        },
+                        f,
+                    )
+                saved = now
             if not bar.disable:
                 bar.set_postfix(
                     loss=f"{record['train_loss']:.3f}",
@@ -314,13 +385,15 @@ def train(
                     val=f"{record.get('val_acc', math.nan):.3f}",
                 )
     bar.close()
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     last = history[-1]
     return TrainResult(
         test_acc=last["test_acc"],
         val_acc=last.get("val_acc", math.nan),
         train_acc=last["train_acc"],
         train_loss=last["train_loss"],
-        seconds=time.perf_counter() - start,
+        seconds=before + time.perf_counter() - start,
         history=history,
         precision=precision,
     )

@@ -161,8 +161,8 @@ def test_reproduce_retrains_a_sample_and_compares_with_the_committed_rows(tiny_s
     cfg = no_mlflow(cfg)
     runs = tmp_path / "runs.csv"
     run_study(cfg, splits, ds, runs, **QUIET)
-    sample = default_sample(plan(cfg, splits))
-    assert sample == ["random0/s0/baseB", "random0/s0/B1B+", "random0/s0/B3B"]
+    assert default_sample(plan(cfg, splits)) == ["random0/s0/baseB", "random0/s0/B3B"]
+    sample = ["random0/s0/baseB", "random0/s0/B1B+", "random0/s0/B3B"]
     out = reproduce(cfg, splits, ds, runs, sample, tmp_path / "re", tolerance=1.0, **QUIET)
     assert [r["verdict"] for r in out] == ["ok (identical)"] * 3
     rows = read_runs(runs)

@@ -394,8 +394,8 @@ def time_to_accuracy(cfg, per_class, epochs, tasks, seeds, out, margin, plot, no
 @click.argument("networks", nargs=-1)
 @click.option("--runs", default=None, help="Committed results [default: <results_dir>/runs.csv].")
 def reproduce(cfg, networks, runs):
-    """Retrain a sample of the committed networks and compare (default: the first block's baseB,
-    B1B+ and B(top)B): identical on the same kind of machine, within
+    """Retrain a sample of the committed networks and compare (default: the first block's baseB
+    and B(top)B): identical on the same kind of machine, within
     analysis.reproduce_tolerance points on another."""
     from transferability.runner import check_reproduction
 

@@ -531,14 +531,13 @@ def prune(
 
 
 def default_sample(jobs: list[Job]) -> list[str]:
-    """A base and two networks that copy it: baseB of the first block, B1B+ and B(top)B."""
+    """A base and a network that copies it: baseB of the first block and B(top)B, its top
+    layers frozen and the classifier retrained (the cheapest copy: CI runs it)."""
     first = jobs[0]
     block = [j for j in jobs if (j.split, j.seed) == (first.split, first.seed)]
     base = next(j for j in block if j.treatment == "base" and j.target_task == "B")
     top = max(j.n for j in block)
-    copies = [
-        j for j in block if j.source == base and (j.treatment, j.n) in {("BnB+", 1), ("BnB", top)}
-    ]
+    copies = [j for j in block if j.source == base and (j.treatment, j.n) == ("BnB", top)]
     return [base.network, *(j.network for j in copies)]
 
 

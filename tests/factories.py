@@ -13,6 +13,8 @@ import pandas as pd
 from PIL import Image
 
 from transferability import data
+from transferability import train as train_mod
+from transferability.analysis.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,3 +192,49 @@ def tiny_project(monkeypatch, tmp_path):
         "split: {random_seeds: [0], dissimilar: false}\n"
         "train: {epochs: 1, batch_size: 8, progress: false}\nstudy: {cuts: [2]}\n"
     )
+
+
+def stop_at_step(monkeypatch, step: int):
+    """Make training stop (as a killed process would) at its `step`-th optimizer step."""
+    real, calls = train_mod.train_step, {"n": 0}
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    stopping.calls = calls
+    monkeypatch.setattr(train_mod, "train_step", stopping)
+    return real
+
+
+def diag_rows(blocks=5, penalty=0.005, bump=0.001, drop1=0.3, edge=0.02):
+    """A diagnostics table of `blocks` blocks: stitching penalty `penalty` (+0.001 per block),
+    a bump of `bump` (× (block + 1)) in the middle of the path to the source, resetting layer
+    1 costs `drop1` (+0.01 per block) and layer 4 one point, AnB+ beats the scale-matched start
+    by `edge` (+0.002 per block); the B->A direction 0.002 above A->B everywhere."""
+    rows = []
+
+    def add(b, d, task, n, diagnostic, variant, value, alpha=np.nan):
+        acc = 0.8 - value
+        rows.append((f"random{b}", 0, d, task, n, diagnostic, variant, alpha, acc, acc, 0.8,
+                     value, 0.1))  # fmt: skip
+
+    for b in range(blocks):
+        for t in ("A", "B"):
+            for layer in range(1, L + 1):
+                v = {1: drop1 + 0.01 * b, 4: 0.01}.get(layer, 0.03)
+                add(b, "", t, layer, "reinit", "init", v)
+                add(b, "", t, layer, "reinit", "fresh", v + 0.01)
+        for d, s in (("A->B", 0.0), ("B->A", 0.002)):
+            t = d[-1]
+            for n in range(1, L):
+                add(b, d, t, n, "stitching", "identity", 0.4)
+                add(b, d, t, n, "stitching", "trained", penalty + 0.001 * b + s)
+                add(b, d, t, n, "transfusion", "scale", edge + 0.002 * b + s)
+                for a in (0.0, 0.5, 1.0):
+                    mid = a == 0.5
+                    add(b, d, t, n, "interpolation", "to source", bump * (b + 1) * mid, a)
+                    add(b, d, t, n, "interpolation", "to BnB+", 0.2 * mid + s, a)
+    return pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS)

@@ -251,6 +251,19 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
     runs = pd.read_csv(tmp_path / "results/runs.csv").set_index("network")
     tf = d[(d.diagnostic == "transfusion") & (d.direction == "A->B")].iloc[0]
     assert tf.reference == pytest.approx(runs.loc["random0/s0/A2B+", "test_acc"], abs=1e-6)
+    # a rerun (a stage stopped after this block) takes the finished block instead of computing
+    # it again, and writes the same table; other settings compute it anew
+    table = (tmp_path / "results/diagnostics.csv").read_bytes()
+    code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
+    assert code == 0 and "random0/s0: interpolation, reinit, stitching, transfusion (done" in out
+    assert (tmp_path / "results/diagnostics.csv").read_bytes() == table  # `seconds` too
+    lr = ["--set", "beyond.stitch_lr=0.01"]
+    code, out, err = run(monkeypatch, capsys, "diagnostics", *fast, *lr)
+    assert code == 0 and "done before" not in out
+    code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)  # back: computed again
+    assert code == 0 and "done before" not in out
+    again = pd.read_csv(tmp_path / "results/diagnostics.csv")
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), d.drop(columns="seconds"))
     code, _out, err = run(monkeypatch, capsys, "analyze")
     assert code == 0, err
     claims = pd.read_csv(tmp_path / "results/claims.csv").set_index("claim")

@@ -12,7 +12,7 @@ from transferability.analysis.summary import claims_context
 from transferability.config import AnalysisConfig
 from transferability.runner import write_runs
 
-from .factories import L, make_runs
+from .factories import L, diag_rows, make_runs
 
 RULES = AnalysisConfig()
 DIAGNOSTICS = [k for k, c in REGISTRY.items() if c.family == "diagnostics"]
@@ -21,37 +21,6 @@ DIAGNOSTICS = [k for k, c in REGISTRY.items() if c.family == "diagnostics"]
 def runs(blocks=5):
     """baseB = BnB = 0.8, AnB 3 points below BnB at every cut: specificity 3 points."""
     return make_runs(blocks, lambda b, t, tr, n: 0.77 if tr == "AnB" else 0.8)
-
-
-def diag_rows(blocks=5, penalty=0.005, bump=0.001, drop1=0.3, edge=0.02):
-    """A diagnostics table of `blocks` blocks: stitching penalty `penalty` (+0.001 per block),
-    a bump of `bump` (× (block + 1)) in the middle of the path to the source, resetting layer
-    1 costs `drop1` (+0.01 per block) and layer 4 one point, AnB+ beats the scale-matched start
-    by `edge` (+0.002 per block); the B->A direction 0.002 above A->B everywhere."""
-    rows = []
-
-    def add(b, d, task, n, diagnostic, variant, value, alpha=np.nan):
-        acc = 0.8 - value
-        rows.append((f"random{b}", 0, d, task, n, diagnostic, variant, alpha, acc, acc, 0.8,
-                     value, 0.1))  # fmt: skip
-
-    for b in range(blocks):
-        for t in ("A", "B"):
-            for layer in range(1, L + 1):
-                v = {1: drop1 + 0.01 * b, 4: 0.01}.get(layer, 0.03)
-                add(b, "", t, layer, "reinit", "init", v)
-                add(b, "", t, layer, "reinit", "fresh", v + 0.01)
-        for d, s in (("A->B", 0.0), ("B->A", 0.002)):
-            t = d[-1]
-            for n in range(1, L):
-                add(b, d, t, n, "stitching", "identity", 0.4)
-                add(b, d, t, n, "stitching", "trained", penalty + 0.001 * b + s)
-                add(b, d, t, n, "transfusion", "scale", edge + 0.002 * b + s)
-                for a in (0.0, 0.5, 1.0):
-                    mid = a == 0.5
-                    add(b, d, t, n, "interpolation", "to source", bump * (b + 1) * mid, a)
-                    add(b, d, t, n, "interpolation", "to BnB+", 0.2 * mid + s, a)
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def claims_of(diag, blocks=5):

@@ -1,4 +1,5 @@
 import csv
+import warnings
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ import transferability.networks as networks_mod
 import transferability.train as train_mod
 from transferability.networks import Job, Networks, base_job, plan
 from transferability.runner import read_runs, run_study
+
+from .factories import stop_at_step
 
 QUIET = {"log": lambda *_: None}
 
@@ -110,21 +113,6 @@ def test_an_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def stop_at_step(monkeypatch, step: int):
-    """Make training stop (as a killed process would) at its `step`-th optimizer step."""
-    real, calls = train_mod.train_step, {"n": 0}
-
-    def stopping(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == step:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    stopping.calls = calls
-    monkeypatch.setattr(train_mod, "train_step", stopping)
-    return real
-
-
 def test_a_network_stopped_mid_training_goes_on_to_the_same_numbers(tiny_study, monkeypatch):
     cfg, splits, ds = tiny_study
     cfg = cfg.model_copy(
@@ -151,12 +139,19 @@ def test_a_network_stopped_mid_training_goes_on_to_the_same_numbers(tiny_study, 
         assert saved["epoch"] == 2
         # kept outside the checkpoint folders, which are DVC outputs
         assert nets.checkpoint(job).parent not in partial.parents
+        stop_at_step(monkeypatch, 0)  # counts the steps, stops none
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the state is taken, not discarded
+            resumed = Networks(cfg, splits, ds)
+            t = resumed.train(job)
+        assert train_mod.train_step.calls["n"] == steps_per_epoch  # the last epoch alone
+        assert partial.exists()  # until the network is saved
+        resumed.save(t)
+        assert not partial.exists()
         monkeypatch.setattr(train_mod, "train_step", real)
-        t = Networks(cfg, splits, ds).train(job)
         state, history = results[job.name]
         assert all(torch.equal(v, state[k]) for k, v in t.model.state_dict().items())
         assert t.result.history == history
-        assert not partial.exists()
 
 
 def test_a_saved_state_of_another_network_or_machine_is_not_resumed(tiny_study, monkeypatch):
@@ -172,8 +167,7 @@ def test_a_saved_state_of_another_network_or_machine_is_not_resumed(tiny_study, 
         nets.train(job)
     assert nets.partial(job).is_file()
     stop_at_step(monkeypatch, 0)  # counts steps, stops none
-    monkeypatch.setattr(networks_mod, "machine", lambda: "another machine; 4 threads")
+    monkeypatch.setattr(train_mod, "machine", lambda: "another machine; 4 threads")
     with pytest.warns(UserWarning, match="training from the start"):
         nets.train(job)
     assert train_mod.train_step.calls["n"] == 2 * steps  # both epochs, not the second alone
-    assert not nets.partial(job).exists()

@@ -11,7 +11,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from tests.factories import make_runs, package_imports, sweep_rows
+from tests.factories import diag_rows, make_runs, package_imports, sweep_rows
 from transferability.analysis import analyse, choose_budget
 from transferability.config import AnalysisConfig
 from transferability.runner import run_study, write_runs
@@ -280,6 +280,7 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     pilot_path, _ = write_pilot(results, {(4500, 15): 0.75, (4500, 30): 0.80, (4500, 60): 0.801})
     _, sweep = sweep_rows(5, lambda b, size: {25: 0.05 + 0.01 * b}.get(size, 0.0), (25, 100))
     sweep.assign(arch="cifar5", epochs=30).to_csv(results / "runs_datasize.csv", index=False)
+    diag_rows().to_csv(tmp_path / "diagnostics.csv", index=False)  # the four, 5 blocks
     analyse(
         results / "runs.csv",
         results,
@@ -287,6 +288,7 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
         rules=AnalysisConfig(),
         pilot_path=pilot_path,
         sweep_path=results / "runs_datasize.csv",
+        diagnostics_path=tmp_path / "diagnostics.csv",
     )
     gen = tmp_path / "generated"
     papermill.execute_notebook(
@@ -309,6 +311,9 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     assert "\\newcommand{\\ClaimSpecificityGrowsVerdict}{reproduced}" in numbers
     assert "\\newcommand{\\ClaimBoostShrinksWithDataVerdict}{supported}" in numbers
     assert "\\HasDatasizetrue" in numbers and "\\HasCkafalse" in numbers
+    assert "\\HasDiagnosticstrue" in numbers and "\\newcommand{\\DiagnosticsBlocks}{5}" in numbers
+    assert "\\newcommand{\\ClaimReuseBeatsScaleVerdict}{supported}" in numbers
+    assert (gen / "fig_stitching.png").is_file() and (gen / "fig_diagnostics.png").is_file()
     assert "\\StudyConvergedtrue" in numbers and "\\StudyConvergenceKnowntrue" in numbers
     assert "\\newcommand{\\PilotChosen}{4,500 images per class $\\times$ 30 epochs}" in numbers
     assert (gen / "fig_pilot.png").is_file()

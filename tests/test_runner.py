@@ -180,6 +180,31 @@ def test_reproduce_retrains_a_sample_and_compares_with_the_committed_rows(tiny_s
         reproduce(cfg, splits, ds, runs, ["random0/s0/B3B"], tmp_path / "re3", 1.0, **QUIET)
 
 
+def test_a_pilot_run_stopped_in_its_selffer_keeps_its_finished_base(
+    tiny_study, tmp_path, monkeypatch
+):
+    from transferability.pilot import run_pilot
+
+    from .factories import stop_at_step
+
+    cfg, splits, ds = tiny_study
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every_s": 0})})
+    args = (cfg, ds, splits[0], [(8, 2)], ["A"], [0])
+    unbroken = run_pilot(*args, tmp_path / "a.csv", **QUIET)
+    steps = 2  # an epoch: 40 images in batches of 32
+    stop_at_step(monkeypatch, 2 * steps + steps + 1)  # the base done, in the selffer's 2nd epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_pilot(*args, tmp_path / "b.csv", **QUIET)
+    kept = tmp_path / ".partial/b/8x2-A-s0"
+    assert (kept / "base.json").is_file()
+    stop_at_step(monkeypatch, 0)
+    resumed = run_pilot(*args, tmp_path / "b.csv", **QUIET)
+    assert train_mod.train_step.calls["n"] == steps  # the selffer's last epoch alone
+    same = ["val_acc", "selffer_val_acc", "test_acc"]
+    assert resumed[same].to_dict("records") == unbroken[same].to_dict("records")
+    assert not kept.exists()  # the row written, what it resumed from is gone
+
+
 def test_the_pilot_trains_each_budget_once_and_scores_it_on_validation(tiny_study, tmp_path):
     from transferability.pilot import run_pilot
 

@@ -31,9 +31,12 @@ reset layer, the shortfall below the line, AnB+'s edge over the scale-matched st
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,11 +45,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferability import data as data_mod
-from transferability.config import BeyondConfig, Config, TrainConfig
+from transferability.config import HOW_IT_RUNS, BeyondConfig, Config, TrainConfig
+from transferability.io import md5_file, write_json
 from transferability.models import TransferNet, build
 from transferability.networks import Job, Networks, base_job, derive_seed, sweep_blocks
 from transferability.splits import Split
-from transferability.train import DeviceTask, autocast, batch_crop_flip, evaluate, train
+from transferability.train import (
+    DeviceTask,
+    autocast,
+    batch_crop_flip,
+    evaluate,
+    machine,
+    partial_key,
+    train,
+)
 
 DIAGNOSTICS = ("stitching", "reinit", "interpolation", "transfusion")
 COLUMNS = [
@@ -297,15 +309,20 @@ def transfusion_rows(
     recipe: TrainConfig,
     seed: int,
     draw_seed: int,
+    resume: tuple[Path, str] | None = None,
 ) -> pd.DataFrame:
     """`start` (AnB+ before training: baseA's first n layers over the shared fresh draw) with
     its first n layers redrawn by `scale_matched`, then fine-tuned as AnB+ is (`recipe`, data
-    seed `seed`); reference: AnB+'s accuracy (`reference`, the trained network)."""
+    seed `seed`; `resume`: where its unfinished state is kept and under which key, as `train`'s
+    `partial` and `key`); reference: AnB+'s accuracy (`reference`, the trained network)."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(draw_seed)
     for layer in start.layers[:n]:
         scale_matched(layer, gen)
-    result = train(start, data, recipe, seed=seed, desc=f"transfusion n={n}")
+    partial, key = resume or (None, "")
+    result = train(
+        start, data, recipe, seed=seed, desc=f"transfusion n={n}", partial=partial, key=key
+    )
     bs = recipe.eval_batch_size
     ref = evaluate(reference, data, data.test_x, data.test_y, bs, result.precision)
     acc = (result.test_acc, result.val_acc)
@@ -337,14 +354,104 @@ def network_diagnostics(
     """The diagnostics of `beyond.diagnostics` on the first `beyond.blocks` random blocks, at
     `diagnostic_cuts`: one table (COLUMNS). Every checkpoint read must be the network the study
     now configures (`Networks.load`) and, where `md5s` (network → md5, from its results row) names
-    it, have those bytes."""
-    which, cuts = set(cfg.beyond.diagnostics), diagnostic_cuts(cfg)
+    it, have those bytes.
+
+    A long stage resumes: each finished block's rows are kept in the study's `.partial` folder
+    (`Networks.partial_dir`) under a key of everything that decides them (the settings, the code
+    that computes them, this machine and precision, the md5 of every checkpoint the block
+    reads), and a transfusion network saves its state as training does; a rerun takes a block
+    whose key still matches instead of computing it again."""
+    which = set(cfg.beyond.diagnostics)
     if not which:  # a study without diagnostics (the reference's): no checkpoint is read
         return pd.DataFrame(columns=COLUMNS)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     networks = Networks(cfg, splits, dataset)
-    kinds = {s.name: s.kind for s in splits}
+    out = []
+    for split, seed in sweep_blocks(cfg, splits):
+        t0 = time.perf_counter()
+        jobs = _block_jobs(cfg, networks, split, seed)
+        key = json.dumps(
+            {
+                "settings": cfg.beyond.model_dump(),
+                "code": _code_digest(),
+                "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
+                "machine": machine(),
+                "precision": networks.precision,
+                "checkpoints": {j.network: _md5_of(networks, j, md5s) for j in jobs},
+            },
+            sort_keys=True,
+        )
+        saved = networks.partial_dir / "diagnostics" / f"{split}-s{seed}.json"
+        rows = _saved_block(saved, key)
+        if rows is None:
+            rows = _block_diagnostics(cfg, networks, split, seed, which, key, md5s)
+            write_json(saved, {"key": key, "rows": rows.to_dict("records")})
+            for state in saved.parent.glob(f"{split}-s{seed}-*-scale.pt"):  # transfusions'
+                state.unlink()
+            log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
+        else:
+            log(f"{split}/s{seed}: {', '.join(sorted(which))} (done before, kept: {saved})")
+        out.append(rows)
+    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
+    return table.reindex(columns=COLUMNS)
+
+
+_HOW_IT_RUNS = [k.partition(".")[2] for k in HOW_IT_RUNS if k.startswith("train.")]
+
+
+def _code_digest() -> str:
+    """The hash of the modules that compute a block's diagnostics (this one, training, models)."""
+    from transferability import models
+    from transferability import train as train_mod
+
+    text = b"".join(Path(m.__file__).read_bytes() for m in (models, train_mod))
+    return hashlib.sha256(Path(__file__).read_bytes() + text).hexdigest()[:16]
+
+
+def _block_jobs(cfg: Config, networks: Networks, split: str, seed: int) -> list[Job]:
+    """The networks whose checkpoints the block's diagnostics read."""
+    kind = networks.splits[split].kind
+    jobs = [base_job(split, kind, seed, t) for t in ("A", "B")]
+    if set(cfg.beyond.diagnostics) & {"interpolation", "transfusion"}:
+        for direction in cfg.study.directions:
+            s, t = direction.split("->")
+            for n in diagnostic_cuts(cfg):
+                jobs.append(Job(split, kind, seed, direction, s, t, "AnB+", n))
+                if "interpolation" in cfg.beyond.diagnostics:
+                    jobs.append(Job(split, kind, seed, direction, s, t, "BnB+", n))
+    return jobs
+
+
+def _md5_of(networks: Networks, job: Job, md5s: dict[str, str] | None) -> str:
+    path = networks.checkpoint(job)
+    return md5_file(path) if path.is_file() else (md5s or {}).get(job.network, "missing")
+
+
+def _saved_block(path: Path, key: str) -> pd.DataFrame | None:
+    """A finished block's rows saved under `key`, or None (none, or saved under another key)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if saved.get("key") != key:
+        return None
+    return pd.DataFrame(saved["rows"], columns=COLUMNS)
+
+
+def _block_diagnostics(
+    cfg: Config,
+    networks: Networks,
+    split: str,
+    seed: int,
+    which: set[str],
+    key: str,
+    md5s: dict[str, str] | None,
+) -> pd.DataFrame:
+    """Every diagnostic of `which` on one block (`network_diagnostics`)."""
+    cuts, kind = diagnostic_cuts(cfg), networks.splits[split].kind
     bs, precision = cfg.train.eval_batch_size, networks.precision
     md5 = (md5s or {}).get
     out = []
@@ -356,44 +463,43 @@ def network_diagnostics(
         rows = rows.assign(**key, diagnostic=diagnostic)
         out.append(rows.assign(variant=variant) if variant else rows)
 
-    for split, seed in sweep_blocks(cfg, splits):
-        t0 = time.perf_counter()
-        block = {"split": split, "seed": seed}
-        jobs = {t: base_job(split, kinds[split], seed, t) for t in ("A", "B")}
-        bases = {t: load(job) for t, job in jobs.items()}
-        if "reinit" in which:
-            for t, net in bases.items():
-                initial = build(net.cfg, networks.init_seed(jobs[t]))
-                fresh = build(net.cfg, derive_seed("reinit-fresh", split, seed, t))
-                rows = reinit_rows(net, initial, fresh, networks.task(split, t), bs, precision)
-                add(rows, block | {"direction": "", "task": t}, "reinit")
-        for direction in cfg.study.directions:
-            s, t = direction.split("->")
-            data, key = networks.task(split, t), block | {"direction": direction, "task": t}
-            if "stitching" in which:
-                stitch_seed = derive_seed("stitch", split, seed, direction)
-                rows = stitching_rows(
-                    bases[s], bases[t], cuts, data, cfg.train, cfg.beyond, stitch_seed, precision
-                )
-                add(rows, key, "stitching")
-            for n in cuts if which & {"interpolation", "transfusion"} else []:
-                anb_job = Job(split, kinds[split], seed, direction, s, t, "AnB+", n)
-                anb = load(anb_job)
-                if "interpolation" in which:
-                    bnb = load(Job(split, kinds[split], seed, direction, s, t, "BnB+", n))
-                    points = cfg.beyond.interpolation_points
-                    for variant, end, layers in (
-                        ("to BnB+", bnb, None),
-                        ("to source", bases[s], range(1, n + 1)),
-                    ):
-                        rows = interpolation_rows(anb, end, data, points, layers, bs, precision)
-                        add(rows.assign(n=n), key, "interpolation", variant)
-                if "transfusion" in which:
-                    start, _ = networks.build(anb_job, md5(anb_job.source.network, ""))
-                    data_seed = derive_seed("data", split, seed, t)
-                    draw = derive_seed("transfusion", split, seed, direction, n)
-                    rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw)
-                    add(rows, key, "transfusion")
-        log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
-    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
-    return table.reindex(columns=COLUMNS)
+    block = {"split": split, "seed": seed}
+    jobs = {t: base_job(split, kind, seed, t) for t in ("A", "B")}
+    bases = {t: load(job) for t, job in jobs.items()}
+    if "reinit" in which:
+        for t, net in bases.items():
+            initial = build(net.cfg, networks.init_seed(jobs[t]))
+            fresh = build(net.cfg, derive_seed("reinit-fresh", split, seed, t))
+            rows = reinit_rows(net, initial, fresh, networks.task(split, t), bs, precision)
+            add(rows, block | {"direction": "", "task": t}, "reinit")
+    for direction in cfg.study.directions:
+        s, t = direction.split("->")
+        data, where = networks.task(split, t), block | {"direction": direction, "task": t}
+        if "stitching" in which:
+            stitch_seed = derive_seed("stitch", split, seed, direction)
+            rows = stitching_rows(
+                bases[s], bases[t], cuts, data, cfg.train, cfg.beyond, stitch_seed, precision
+            )
+            add(rows, where, "stitching")
+        for n in cuts if which & {"interpolation", "transfusion"} else []:
+            anb_job = Job(split, kind, seed, direction, s, t, "AnB+", n)
+            anb = load(anb_job)
+            if "interpolation" in which:
+                bnb = load(Job(split, kind, seed, direction, s, t, "BnB+", n))
+                points = cfg.beyond.interpolation_points
+                for variant, end, layers in (
+                    ("to BnB+", bnb, None),
+                    ("to source", bases[s], range(1, n + 1)),
+                ):
+                    rows = interpolation_rows(anb, end, data, points, layers, bs, precision)
+                    add(rows.assign(n=n), where, "interpolation", variant)
+            if "transfusion" in which:
+                start, _ = networks.build(anb_job, md5(anb_job.source.network, ""))
+                data_seed = derive_seed("data", split, seed, t)
+                draw = derive_seed("transfusion", split, seed, direction, n)
+                name = f"{split}-s{seed}-{anb_job.name}-scale.pt"
+                partial = networks.partial_dir / "diagnostics" / name
+                resume = (partial, partial_key(key, n, device=networks.device))
+                rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw, resume)
+                add(rows, where, "transfusion")
+    return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS)

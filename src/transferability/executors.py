@@ -133,7 +133,9 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iter
     and every network in flight with it: each of those counts an attempt and is retried in a
     fresh pool, while the finished ones stand."""
     workers = min(cfg.study.workers, len(jobs))
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+    # cores / study.workers, however few networks are left: a network's thread count (its row's
+    # `machine`, the key of its saved state) is a setting, never the luck of the queue
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.study.workers)
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
     gpus = torch.cuda.device_count() if cfg.train.device in ("auto", "cuda") else 0
     payload = _payload(cfg, splits)

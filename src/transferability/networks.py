@@ -51,6 +51,7 @@ from transferability.train import (
     DeviceTask,
     TrainResult,
     machine,
+    partial_key,
     resolve_device,
     resolve_precision,
     train,
@@ -406,7 +407,9 @@ class Networks:
             seed=derive_seed("data", job.split, job.seed, job.target_task),
             desc=job.network,
             partial=self.partial(job),
-            key=f"{job.network} {self.fingerprint(job)} {source_md5} {machine()} {self.precision}",
+            key=partial_key(
+                job.network, self.fingerprint(job), source_md5, self.precision, device=self.device
+            ),
         )
         return Trained(job, model, result, source_md5, data)
 
@@ -427,6 +430,7 @@ class Networks:
             "history": result.history,
         }
         save_checkpoint(path, trained.model, meta)
+        self.partial(job).unlink(missing_ok=True)  # saved: its unfinished state is done with
         return path
 
     def run(self, job: Job, base_md5: str = "") -> tuple[dict, list[dict]]:

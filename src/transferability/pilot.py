@@ -15,18 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from transferability import data as data_mod
 from transferability.config import RECIPE_SETTINGS, Config, settings_of
-from transferability.io import atomic_write
-from transferability.networks import Job, Networks, base_job
+from transferability.io import atomic_write, write_json
+from transferability.networks import CheckpointMismatch, Job, Networks, Trained, base_job
 from transferability.splits import Split
-from transferability.train import machine, resolve_device, resolve_precision
+from transferability.train import TrainResult, machine, resolve_device, resolve_precision
 
 COLUMNS = [
     "split",
@@ -90,17 +92,25 @@ def budget_run(
 
     Both are built and trained as the study builds and trains its networks (`Networks.train`):
     the selffer is the study's BnB at the top cut, and copies the base's checkpoint, written
-    to a temporary folder, only once `Networks.build` has checked that it is that base. An
-    unfinished network's state is kept in `partial_dir` (when given) to resume from."""
+    to a temporary folder, only once `Networks.build` has checked that it is that base.
+
+    With `partial_dir`, a stopped run resumes: the checkpoints and unfinished states are kept
+    there instead (a finished base, with its result, is not trained again), until the caller
+    has written the row and removes the folder."""
     with tempfile.TemporaryDirectory(prefix="pilot-") as tmp:
-        here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"models_dir": tmp})})
+        models = str(Path(partial_dir, "models")) if partial_dir is not None else tmp
+        here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"models_dir": models})})
         networks = Networks(here, [split], dataset)
-        if partial_dir is not None:
-            networks.partial_dir = partial_dir
-        base = networks.train(base_job(split.name, split.kind, seed, task))
+        job = base_job(split.name, split.kind, seed, task)
+        done = Path(partial_dir, "base.json") if partial_dir is not None else None
+        base = _finished(networks, job, done) or networks.train(job)
+        if done is not None and not done.is_file():
+            networks.save(base)
+            write_json(done, asdict(base.result))
         sel = None
         if selffer:
-            networks.save(base)
+            if done is None:
+                networks.save(base)
             sel = networks.train(top_selffer(split, seed, task, base.model.num_layers - 1)).result
     data, result = base.data, base.result
     per_class = len(data.train_x) // len(split.classes(task))
@@ -121,6 +131,18 @@ def budget_run(
         "machine": machine(),
         "precision": result.precision,
     }
+
+
+def _finished(networks: Networks, job: Job, done: Path | None) -> Trained | None:
+    """The base `job` as a stopped pilot run left it finished (checkpoint and result), or None."""
+    if done is None or not done.is_file():
+        return None
+    try:
+        model = networks.load(job)
+    except (FileNotFoundError, CheckpointMismatch):
+        return None
+    result = TrainResult(**json.loads(done.read_text()))
+    return Trained(job, model, result, "", networks.task(job.split, job.target_task))
 
 
 def top_selffer(split: Split, seed: int, task: str, top: int) -> Job:
@@ -173,11 +195,14 @@ def _run_pilot(cfg, dataset, split, budgets, tasks, seeds, out: Path, log, selff
                 if (per_class, epochs, task, seed) in have:
                     continue
                 # a stopped run resumes from its last saved epoch (train.save_every_s)
-                partial = out.parent / ".partial" / out.stem / f"{per_class}x{epochs}"
+                partial = (
+                    out.parent / ".partial" / out.stem / f"{per_class}x{epochs}-{task}-s{seed}"
+                )
                 row = budget_run(budget, dataset, split, task, seed, selffer, partial)
                 rows.append(row)
                 with atomic_write(out) as f:
                     pd.DataFrame(rows, columns=COLUMNS).to_csv(f, index=False)
+                shutil.rmtree(partial, ignore_errors=True)
                 sel = f", selffer {row['selffer_gain'] * 100:+.2f} points" if selffer else ""
                 log(
                     f"{per_class}/class × {epochs} epochs, task {task}, seed {seed}: val "

@@ -245,7 +245,17 @@ def _set_rng_states(states: dict, gen: torch.Generator, device: torch.device) ->
     gen.set_state(states["gen"])
     torch.set_rng_state(states["cpu"])
     if device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
+        torch.cuda.set_rng_state(states["cuda"], device)  # the key names the device
+
+
+PARTIAL_FORMAT = 1  # what a saved state holds; a new layout discards the old files
+
+
+def partial_key(*parts: object, device: torch.device) -> str:
+    """The key of a saved state: what identifies the network (`parts`), and where and how it
+    trains: the format, the processor and thread count (`machine`), the device."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return " ".join(map(str, (*parts, f"format {PARTIAL_FORMAT}", machine(), where)))
 
 
 def _read_partial(path: Path, key: str) -> dict | None:
@@ -256,6 +266,8 @@ def _read_partial(path: Path, key: str) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError("not a saved state")
     except Exception as e:  # torch raises several types for a damaged file
         warnings.warn(
             f"{path}: unreadable ({type(e).__name__}); training from the start", stacklevel=3
@@ -290,9 +302,12 @@ def train(
 
     With `partial`, an unfinished run saves its whole state there (weights, optimizer, random
     states, history; at an epoch's end, at most every cfg.save_every_s seconds), and a later
-    call with the same `key` (the network, machine, threads and precision) goes on from it to
-    the same numbers as one unbroken run; the file is removed when the run ends.
+    call with the same `key` (`partial_key`: the network, machine, threads, device, precision)
+    goes on from it to the same numbers as one unbroken run. The caller removes the file once
+    the network is saved (`Networks.save`): a run stopped after training still resumes.
     """
+    if partial is not None and not key:
+        raise ValueError("train: a saved state (partial) needs the key of its network")
     device = data.train_x.device
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
@@ -364,19 +379,20 @@ def train(
             history.append(record)
             now = time.perf_counter()
             if partial is not None and not final and now - saved >= cfg.save_every_s:
-                with atomic_write(partial, "wb") as f:
-                    torch.save(
-                        {
-                            "key": key,
-                            "epoch": epoch + 1,
-                            "seconds": before + now - start,
-                            "history": history,
-                            "model": model.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "rng": _rng_states(gen, device),
-                        },
-                        f,
-                    )
+                state = {
+                    "key": key,
+                    "epoch": epoch + 1,
+                    "seconds": before + now - start,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "rng": _rng_states(gen, device),
+                }
+                try:
+                    with atomic_write(partial, "wb") as f:
+                        torch.save(state, f)
+                except (OSError, RuntimeError) as e:  # a full disk: train on, unsaved
+                    warnings.warn(f"{partial} not saved ({e}); training goes on", stacklevel=2)
                 saved = now
             if not bar.disable:
                 bar.set_postfix(
@@ -385,8 +401,6 @@ def train(
                     val=f"{record.get('val_acc', math.nan):.3f}",
                 )
     bar.close()
-    if partial is not None:
-        partial.unlink(missing_ok=True)
     last = history[-1]
     return TrainResult(
         test_acc=last["test_acc"],

@@ -25,6 +25,7 @@ def report_facts(
     pilot_runs: pd.DataFrame | None = None,
     datasize: pd.DataFrame | None = None,
     cka: pd.DataFrame | None = None,
+    diagnostics: pd.DataFrame | None = None,
 ) -> dict:
     """Everything the report states about the study beyond its tables, as plain numbers."""
     bases = runs[runs.treatment == "base"]
@@ -58,6 +59,8 @@ def report_facts(
         "datasize_blocks": int(datasize.blocks.max()) if _has(datasize) else 0,
         "cka_blocks": int(cka.blocks.max()) if _has(cka) else 0,
         "cka_images": (int(cka.images.max()) if _has(cka) and cka.images.notna().any() else None),
+        # diagnostics_summary.csv: the blocks of its widest row
+        "diagnostics_blocks": int(diagnostics.blocks.max()) if _has(diagnostics) else 0,
     }
 
 

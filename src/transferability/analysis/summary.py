@@ -144,6 +144,7 @@ def analyse(
             directions,
         ),
     }
+    dg = tables["diagnostics_summary.csv"]
     for name, df in tables.items():
         with atomic_write(out_dir / name) as f:
             df.to_csv(f, index=False, float_format="%.6f")
@@ -186,6 +187,7 @@ def analyse(
             _pilot_runs(pilot_path, pilot),
             ds,
             ck,
+            dg,
         ),
         "datasize": _nest(ds, ["boost", "per_class", "cuts"]),
         "cka": _nest(ck.assign(n=ck.n.astype(int)), ["comparison", "n", "layer"])

@@ -1,5 +1,6 @@
 """Rows and MLflow runs do not depend on where the networks trained."""
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -98,3 +99,31 @@ def test_a_failing_network_is_retried_then_reported_without_losing_the_others(
     assert calls["A1B"] == 2 and calls["B1A"] == 2  # retried once
     done = {r["network"].split("/")[-1] for r in read_runs(tmp_path / "runs.csv")}
     assert done == {"baseA", "baseB", "A3B", "B1A", "B3A"}
+
+
+def test_the_diagnostics_in_two_workers_give_the_rows_of_one_process(tiny_study, tmp_path):
+    import shutil
+
+    from transferability.diagnostics import network_diagnostics
+    from transferability.splits import make_splits
+
+    cfg, _, ds = tiny_study
+    splits = make_splits(ds.classes, [0, 1], False)  # two random blocks
+    data.save(ds, tmp_path / "dataset.npz")
+    cfg = with_study(cfg, tmp_path, "d", treatments=["BnB+", "AnB+"], mlflow=False, cuts=[2])
+    run_study(cfg, splits, ds, tmp_path / "runs.csv", **QUIET)
+    fast = {"stitch_epochs": 1, "interpolation_points": 3}
+    diagnostics = ["interpolation", "reinit", "stitching", "transfusion"]
+    cfg = cfg.model_copy(
+        update={"beyond": cfg.beyond.model_copy(update={"diagnostics": diagnostics, **fast})}
+    )
+    tables = []
+    for workers in (1, 2):
+        shutil.rmtree(tmp_path / "d/models/.partial", ignore_errors=True)  # computed afresh
+        here = cfg.model_copy(update={"study": cfg.study.model_copy(update={"workers": workers})})
+        msgs = []
+        tables.append(network_diagnostics(here, splits, ds, log=msgs.append))
+        assert len(msgs) == 2 and not any("done before" in m for m in msgs)
+    one, two = (t.drop(columns="seconds") for t in tables)
+    assert set(one.split) == {"random0", "random1"}
+    pd.testing.assert_frame_equal(one, two)

@@ -34,8 +34,11 @@ import copy
 import hashlib
 import json
 import math
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -364,37 +367,91 @@ def network_diagnostics(
     which = set(cfg.beyond.diagnostics)
     if not which:  # a study without diagnostics (the reference's): no checkpoint is read
         return pd.DataFrame(columns=COLUMNS)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    # as the study's networks train: study.workers blocks at once, cores / workers threads each
+    # (however few blocks are left: the thread count is part of what decides the numbers)
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.study.workers)
+    torch.set_num_threads(threads)
     networks = Networks(cfg, splits, dataset)
-    out = []
-    for split, seed in sweep_blocks(cfg, splits):
-        t0 = time.perf_counter()
-        jobs = _block_jobs(cfg, networks, split, seed)
-        key = json.dumps(
-            {
-                "settings": cfg.beyond.model_dump(),
-                "code": _code_digest(),
-                "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
-                "machine": machine(),
-                "precision": networks.precision,
-                "checkpoints": {j.network: _md5_of(networks, j, md5s) for j in jobs},
-            },
-            sort_keys=True,
-        )
-        saved = networks.partial_dir / "diagnostics" / f"{split}-s{seed}.json"
-        rows = _saved_block(saved, key)
-        if rows is None:
-            rows = _block_diagnostics(cfg, networks, split, seed, which, key, md5s)
-            write_json(saved, {"key": key, "rows": rows.to_dict("records")})
-            for state in saved.parent.glob(f"{split}-s{seed}-*-scale.pt"):  # transfusions'
-                state.unlink()
-            log(f"{split}/s{seed}: {', '.join(sorted(which))} ({time.perf_counter() - t0:.0f}s)")
-        else:
-            log(f"{split}/s{seed}: {', '.join(sorted(which))} (done before, kept: {saved})")
-        out.append(rows)
+    blocks = sweep_blocks(cfg, splits)
+    keys, paths, done = {}, {}, {}
+    for split, seed in blocks:
+        block = (split, seed)
+        keys[block] = _block_key(cfg, networks, split, seed, md5s)
+        paths[block] = networks.partial_dir / "diagnostics" / f"{split}-s{seed}.json"
+        rows = _saved_block(paths[block], keys[block])
+        if rows is not None:
+            done[block] = rows
+            log(f"{split}/s{seed}: {', '.join(sorted(which))} (done before, kept: {paths[block]})")
+    todo = [b for b in blocks if b not in done]
+    for block, rows, seconds in _compute(cfg, splits, networks, todo, keys, md5s, threads):
+        split, seed = block
+        write_json(paths[block], {"key": keys[block], "rows": rows.to_dict("records")})
+        for state in paths[block].parent.glob(f"{split}-s{seed}-*-scale.pt"):  # transfusions'
+            state.unlink()
+        log(f"{split}/s{seed}: {', '.join(sorted(which))} ({seconds:.0f}s)")
+        done[block] = rows
+    out = [done[b] for b in blocks]
     table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
     return table.reindex(columns=COLUMNS)
+
+
+def _block_key(
+    cfg: Config, networks: Networks, split: str, seed: int, md5s: dict[str, str] | None
+) -> str:
+    """Everything that decides a block's diagnostics, as text (`network_diagnostics`)."""
+    jobs = _block_jobs(cfg, networks, split, seed)
+    return json.dumps(
+        {
+            "settings": cfg.beyond.model_dump(),
+            "code": _code_digest(),
+            "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
+            "machine": machine(),
+            "precision": networks.precision,
+            "checkpoints": {j.network: _md5_of(networks, j, md5s) for j in jobs},
+        },
+        sort_keys=True,
+    )
+
+
+def _compute(cfg, splits, networks, todo, keys, md5s, threads):
+    """Yield (block, rows, seconds) for every block of `todo`: here, one after the other, or in
+    study.workers local processes (as the study's networks train) when there are several."""
+    which = sorted(cfg.beyond.diagnostics)
+    workers = min(cfg.study.workers, len(todo))
+    if workers < 2 or cfg.study.executor != "local":
+        for split, seed in todo:
+            t0 = time.perf_counter()
+            rows = _block_diagnostics(
+                cfg, networks, split, seed, set(which), keys[split, seed], md5s
+            )
+            yield (split, seed), rows, time.perf_counter() - t0
+        return
+    from transferability.executors import _init_local_worker, _payload
+
+    ctx = mp.get_context("spawn")  # a clean interpreter, as the study's workers
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_local_worker, initargs=(None,)
+    ) as pool:
+        running = {
+            pool.submit(
+                block_job, *_payload(cfg, splits), b, which, keys[b], md5s or {}, threads
+            ): b
+            for b in todo
+        }
+        for fut in as_completed(running):
+            rows, seconds = fut.result()
+            yield running[fut], rows, seconds
+
+
+def block_job(cfg_json, splits_json, root, block, which, key, md5s, threads):
+    """One block's diagnostics in a worker process (`_compute`): its rows and seconds."""
+    from transferability.executors import worker_networks
+
+    torch.set_num_threads(threads)
+    networks = worker_networks(cfg_json, splits_json, root)
+    t0 = time.perf_counter()
+    rows = _block_diagnostics(networks.cfg, networks, *block, set(which), key, md5s)
+    return rows, time.perf_counter() - t0
 
 
 _HOW_IT_RUNS = [k.partition(".")[2] for k in HOW_IT_RUNS if k.startswith("train.")]

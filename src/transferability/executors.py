@@ -31,7 +31,7 @@ Outcome = tuple[object, tuple[dict, list] | None, str | None]
 _STUDY_CACHE: dict = {}
 
 
-def _study(cfg_json: str, splits_json: str, root: str):
+def worker_networks(cfg_json: str, splits_json: str, root: str):
     """The worker's Networks, built once per process (the dataset is loaded once)."""
     from transferability.networks import Networks
 
@@ -55,7 +55,7 @@ def train_job(
     that the row of the base it copies records (`Networks.build`)."""
     if threads:
         torch.set_num_threads(threads)
-    return _study(cfg_json, splits_json, root).run(job, base_md5)
+    return worker_networks(cfg_json, splits_json, root).run(job, base_md5)
 
 
 def _die_with_parent() -> None:

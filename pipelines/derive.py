@@ -10,7 +10,7 @@ repository root, reading that params file), so that it has its own `dvc.lock` be
 `dvc repro pipelines/NAME/dvc.yaml` rebuilds it alone, while `dvc repro` rebuilds the reference.
 Both files are derived: edit params.yaml, profiles.yaml or dvc.yaml and run this again (a test
 fails while they are stale). The split and its prepared images are the reference's (its
-`prepare` and `split` stages); the report stage reads every study.
+`prepare` and `split` stages); the report stage is the reference's alone (it is not derived).
 """
 
 import sys

@@ -127,3 +127,21 @@ def test_a_study_that_runs_no_diagnostics_has_no_diagnostics_claims(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "a/claims.csv"), pd.read_csv(tmp_path / "b/claims.csv")
     )
+
+
+def test_the_stitching_figure_pairs_specificity_and_penalty_over_the_same_units():
+    from transferability.analysis.diagnostics import stitching_pairs
+
+    units = claims_context(unit_table(runs(5)), L, RULES, diagnostics=diag_rows()).random
+    diag = diag_rows().drop(diag_rows().index[(diag_rows().split == "random4")])  # 4 blocks
+    pairs = stitching_pairs(units, diag, RULES).set_index(["variant", "n"])
+    assert sorted(set(pairs.index.get_level_values("n"))) == list(range(1, L))
+    spec = pairs.loc[("specificity", 2)]
+    assert spec.estimate == pytest.approx(0.03) and spec.blocks == 4  # the blocks stitched
+    # penalty 0.005 + 0.001 × block, B->A 0.002 higher: 0.0075 on average over blocks 0..3
+    margin = pairs.loc[("specificity − penalty", 2)]
+    assert margin.estimate == pytest.approx(0.03 - 0.0075) and margin.blocks == 4
+    assert RULES.min_blocks == 5 and np.isnan(margin.ci_low)  # too few blocks for an interval
+    every = stitching_pairs(units, diag_rows(), RULES).set_index(["variant", "n"])
+    margin = every.loc[("specificity − penalty", 2)]
+    assert margin.blocks == 5 and margin.ci_low < margin.estimate < margin.ci_high

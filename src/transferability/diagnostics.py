@@ -400,14 +400,28 @@ def _block_key(
 ) -> str:
     """Everything that decides a block's diagnostics, as text (`network_diagnostics`)."""
     jobs = _block_jobs(cfg, networks, split, seed)
+    device = networks.device
+    b = cfg.beyond
     return json.dumps(
         {
-            "settings": cfg.beyond.model_dump(),
-            "code": _code_digest(),
+            "diagnostics": b.diagnostics,
+            "settings": [b.stitch_epochs, b.stitch_lr, b.interpolation_points],
+            "cuts": diagnostic_cuts(cfg),
+            "directions": cfg.study.directions,
+            "code": CODE_DIGEST,
             "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
             "machine": machine(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "precision": networks.precision,
-            "checkpoints": {j.network: _md5_of(networks, j, md5s) for j in jobs},
+            # each network as configured now, the bytes its row records and those on disk
+            "checkpoints": {
+                j.network: [
+                    networks.fingerprint(j),
+                    (md5s or {}).get(j.network, ""),
+                    _md5_of(networks, j),
+                ]
+                for j in jobs
+            },
         },
         sort_keys=True,
     )
@@ -447,6 +461,8 @@ def block_job(cfg_json, splits_json, root, block, which, key, md5s, threads):
     """One block's diagnostics in a worker process (`_compute`): its rows and seconds."""
     from transferability.executors import worker_networks
 
+    if CODE_DIGEST not in key:  # the code changed on disk after the stage started
+        raise RuntimeError("the diagnostics' code changed while the stage ran: run it again")
     torch.set_num_threads(threads)
     networks = worker_networks(cfg_json, splits_json, root)
     t0 = time.perf_counter()
@@ -458,11 +474,13 @@ _HOW_IT_RUNS = [k.partition(".")[2] for k in HOW_IT_RUNS if k.startswith("train.
 
 
 def _code_digest() -> str:
-    """The hash of the modules that compute a block's diagnostics (this one, training, models)."""
-    from transferability import models
+    """The hash of the modules that decide a block's rows, as this process imported them (this
+    one, training, networks, models, data, splits, config)."""
+    from transferability import config, data, models, networks, splits
     from transferability import train as train_mod
 
-    text = b"".join(Path(m.__file__).read_bytes() for m in (models, train_mod))
+    modules = (config, data, models, networks, splits, train_mod)
+    text = b"".join(Path(m.__file__).read_bytes() for m in modules)
     return hashlib.sha256(Path(__file__).read_bytes() + text).hexdigest()[:16]
 
 
@@ -480,9 +498,9 @@ def _block_jobs(cfg: Config, networks: Networks, split: str, seed: int) -> list[
     return jobs
 
 
-def _md5_of(networks: Networks, job: Job, md5s: dict[str, str] | None) -> str:
+def _md5_of(networks: Networks, job: Job) -> str:
     path = networks.checkpoint(job)
-    return md5_file(path) if path.is_file() else (md5s or {}).get(job.network, "missing")
+    return md5_file(path) if path.is_file() else "missing"
 
 
 def _saved_block(path: Path, key: str) -> pd.DataFrame | None:
@@ -491,11 +509,11 @@ def _saved_block(path: Path, key: str) -> pd.DataFrame | None:
         return None
     try:
         saved = json.loads(path.read_text())
-    except ValueError:
+        if saved.get("key") != key:
+            return None
+        return pd.DataFrame(saved["rows"], columns=COLUMNS)
+    except (ValueError, KeyError, AttributeError, TypeError):  # damaged: computed again
         return None
-    if saved.get("key") != key:
-        return None
-    return pd.DataFrame(saved["rows"], columns=COLUMNS)
 
 
 def _block_diagnostics(
@@ -560,3 +578,6 @@ def _block_diagnostics(
                 rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw, resume)
                 add(rows, where, "transfusion")
     return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS)
+
+
+CODE_DIGEST = _code_digest()  # at import: the code this process runs

@@ -28,7 +28,13 @@ from transferability.config import RECIPE_SETTINGS, Config, settings_of
 from transferability.io import atomic_write, write_json
 from transferability.networks import CheckpointMismatch, Job, Networks, Trained, base_job
 from transferability.splits import Split
-from transferability.train import TrainResult, machine, resolve_device, resolve_precision
+from transferability.train import (
+    TrainResult,
+    machine,
+    partial_key,
+    resolve_device,
+    resolve_precision,
+)
 
 COLUMNS = [
     "split",
@@ -103,10 +109,11 @@ def budget_run(
         networks = Networks(here, [split], dataset)
         job = base_job(split.name, split.kind, seed, task)
         done = Path(partial_dir, "base.json") if partial_dir is not None else None
-        base = _finished(networks, job, done) or networks.train(job)
+        where = partial_key(device=networks.device)  # a base from elsewhere is trained again
+        base = _finished(networks, job, done, where) or networks.train(job)
         if done is not None and not done.is_file():
             networks.save(base)
-            write_json(done, asdict(base.result))
+            write_json(done, {"where": where, **asdict(base.result)})
         sel = None
         if selffer:
             if done is None:
@@ -133,15 +140,19 @@ def budget_run(
     }
 
 
-def _finished(networks: Networks, job: Job, done: Path | None) -> Trained | None:
-    """The base `job` as a stopped pilot run left it finished (checkpoint and result), or None."""
+def _finished(networks: Networks, job: Job, done: Path | None, where: str) -> Trained | None:
+    """The base `job` as a stopped pilot run left it finished (checkpoint and result) on this
+    kind of machine, thread count and device (`where`), or None."""
     if done is None or not done.is_file():
+        return None
+    saved = json.loads(done.read_text())
+    if saved.pop("where", None) != where:
         return None
     try:
         model = networks.load(job)
     except (FileNotFoundError, CheckpointMismatch):
         return None
-    result = TrainResult(**json.loads(done.read_text()))
+    result = TrainResult(**saved)
     return Trained(job, model, result, "", networks.task(job.split, job.target_task))
 
 

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from transferability.analysis.blocks import interval
+from transferability.analysis.blocks import block_values, diff, interval
 from transferability.config import AnalysisConfig
 
 # the columns of the diagnostics stage's table (diagnostics.COLUMNS)
@@ -163,3 +163,25 @@ def reinit_contrast(diag: pd.DataFrame, first: int, second: int) -> pd.Series:
     per_base = (wide[first] - wide[second]).rename("value").reset_index()
     tasks = r.task.nunique()
     return _per_block(per_base.assign(diagnostic="reinit"), "value", tasks).dropna()
+
+
+def stitching_pairs(units: pd.DataFrame, diag: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
+    """At each stitching cut, over the same units (the random blocks and directions that the
+    diagnostics reached): AnB's specificity gap BnB − AnB, and its difference from the
+    stitching penalty, the quantity `stitch_penalty_below_specificity` averages over the middle
+    cuts (fractions; diagnostics_table's columns, statistic "paired")."""
+    stitched = diag[(diag.diagnostic == "stitching") & (diag.variant == "trained")]
+    u = with_diagnostics(units, diag)
+    penalty = column("stitch_penalty")
+
+    def spec(x: pd.DataFrame) -> pd.Series:  # where the unit has a penalty, the pair's other half
+        return diff("BnB", "AnB")(x).where(penalty(x).notna())
+
+    values = {"specificity": spec, "specificity − penalty": lambda x: spec(x) - penalty(x)}
+    rows = []
+    for n in sorted(set(stitched.n)):
+        for variant, value in values.items():
+            s = interval(block_values(u, value, [n]).dropna(), rules.confidence, rules.min_blocks)
+            key = {"diagnostic": "stitching", "variant": variant, "statistic": "paired", "n": n}
+            rows.append(key | {"alpha": math.nan} | s | {"label": ""})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

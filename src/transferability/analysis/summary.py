@@ -26,7 +26,7 @@ from transferability.analysis.blocks import (
 from transferability.analysis.budget import budget_regime
 from transferability.analysis.claims import REGISTERED, Context, blocking, evaluate
 from transferability.analysis.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
-from transferability.analysis.diagnostics import diagnostics_table
+from transferability.analysis.diagnostics import diagnostics_table, stitching_pairs
 from transferability.analysis.diagnostics import read as read_diagnostics
 from transferability.analysis.facts import report_facts
 from transferability.analysis.paper import paper_sizes
@@ -144,6 +144,11 @@ def analyse(
             directions,
         ),
     }
+    if diag is not None:  # the stitching figure's pairs: both sides over the same units
+        pairs = stitching_pairs(context.random, diag, rules)
+        tables["diagnostics_summary.csv"] = pd.concat(
+            [tables["diagnostics_summary.csv"], pairs], ignore_index=True
+        )
     dg = tables["diagnostics_summary.csv"]
     for name, df in tables.items():
         with atomic_write(out_dir / name) as f:

@@ -66,7 +66,7 @@ L = 5  # cifar5: cuts 1..4
 
 
 def make_runs(blocks, acc, kind="random", classes=5):
-    """Rows of `blocks` blocks, both directions, cuts 1..4; acc(block, direction, treatment, n)
+    """Rows of `blocks` blocks, both directions, cuts 1..4; acc(block, target task, treatment, n)
     gives each test accuracy (treatment "base" with n=0 for the bases)."""
     rows = []
     for b in range(blocks):

@@ -132,16 +132,35 @@ def test_a_study_that_runs_no_diagnostics_has_no_diagnostics_claims(tmp_path):
 def test_the_stitching_figure_pairs_specificity_and_penalty_over_the_same_units():
     from transferability.analysis.diagnostics import stitching_pairs
 
-    units = claims_context(unit_table(runs(5)), L, RULES, diagnostics=diag_rows()).random
-    diag = diag_rows().drop(diag_rows().index[(diag_rows().split == "random4")])  # 4 blocks
-    pairs = stitching_pairs(units, diag, RULES).set_index(["variant", "n"])
+    # AnB varies by block, direction and cut, so that a wrong pairing changes the numbers
+    def acc(b, t, tr, n):  # t: the target task (B->A's is A)
+        return 0.8 - (0.01 * n + 0.003 * b + 0.002 * (t == "A")) * (tr == "AnB")
+
+    def pairs_of(runs_table, diag):
+        units = claims_context(unit_table(runs_table), L, RULES, diagnostics=diag).random
+        return stitching_pairs(units, diag, RULES).set_index(["variant", "n"])
+
+    diag = diag_rows()
+    pairs = pairs_of(make_runs(5, acc), diag)
     assert sorted(set(pairs.index.get_level_values("n"))) == list(range(1, L))
-    spec = pairs.loc[("specificity", 2)]
-    assert spec.estimate == pytest.approx(0.03) and spec.blocks == 4  # the blocks stitched
-    # penalty 0.005 + 0.001 × block, B->A 0.002 higher: 0.0075 on average over blocks 0..3
-    margin = pairs.loc[("specificity − penalty", 2)]
-    assert margin.estimate == pytest.approx(0.03 - 0.0075) and margin.blocks == 4
-    assert RULES.min_blocks == 5 and np.isnan(margin.ci_low)  # too few blocks for an interval
-    every = stitching_pairs(units, diag_rows(), RULES).set_index(["variant", "n"])
-    margin = every.loc[("specificity − penalty", 2)]
-    assert margin.blocks == 5 and margin.ci_low < margin.estimate < margin.ci_high
+    # the paired penalty is the summary's penalty where every unit has its pair
+    table = diagnostics_table(diag, RULES).set_index(["diagnostic", "variant", "statistic", "n"])
+    for n in range(1, L):
+        penalty = table.loc[("stitching", "trained", "value", n)]
+        assert pairs.loc[("penalty", n)].estimate == pytest.approx(penalty.estimate)
+    # the claim's estimate is the mean of the paired differences over the middle cuts
+    middle = [pairs.loc[("specificity − penalty", n)].estimate for n in range(2, L - 1)]
+    c, _ = evaluate(claims_context(unit_table(make_runs(5, acc)), L, RULES, diagnostics=diag))
+    claim = c.set_index("claim").loc["stitch_penalty_below_specificity"]
+    assert 100 * np.mean(middle) == pytest.approx(claim.estimate)
+    spec = pairs.loc[("specificity", 2)]  # BnB − AnB = 0.02 + 0.003 b + 0.001 (two directions)
+    assert spec.estimate == pytest.approx(0.02 + 0.006 + 0.001) and spec.blocks == 5
+    # a block the diagnostics did not reach is in neither half; one lacking AnB at a cut, at it
+    runs_gap = make_runs(5, acc)
+    drop = (runs_gap.split == "random1") & (runs_gap.treatment == "AnB") & (runs_gap.n == 2)
+    pairs = pairs_of(
+        runs_gap[~(drop & (runs_gap.target_task == "A"))], diag[diag.split != "random4"]
+    )
+    for variant in ("penalty", "specificity", "specificity − penalty"):
+        assert pairs.loc[(variant, 2), "blocks"] == 3 and pairs.loc[(variant, 3), "blocks"] == 4
+    assert RULES.min_blocks == 5 and np.isnan(pairs.loc[("specificity − penalty", 3)].ci_low)

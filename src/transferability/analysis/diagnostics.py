@@ -166,10 +166,11 @@ def reinit_contrast(diag: pd.DataFrame, first: int, second: int) -> pd.Series:
 
 
 def stitching_pairs(units: pd.DataFrame, diag: pd.DataFrame, rules: AnalysisConfig) -> pd.DataFrame:
-    """At each stitching cut, over the same units (the random blocks and directions that the
-    diagnostics reached): AnB's specificity gap BnB − AnB, and its difference from the
-    stitching penalty, the quantity `stitch_penalty_below_specificity` averages over the middle
-    cuts (fractions; diagnostics_table's columns, statistic "paired")."""
+    """At each stitching cut, over the same units (the random blocks and directions that have
+    both a stitching penalty and AnB and BnB at that cut): the stitching penalty, AnB's
+    specificity gap BnB − AnB, and their difference, the quantity that
+    `stitch_penalty_below_specificity` averages over the middle cuts (fractions;
+    diagnostics_table's columns, statistic "paired")."""
     stitched = diag[(diag.diagnostic == "stitching") & (diag.variant == "trained")]
     u = with_diagnostics(units, diag)
     penalty = column("stitch_penalty")
@@ -177,7 +178,11 @@ def stitching_pairs(units: pd.DataFrame, diag: pd.DataFrame, rules: AnalysisConf
     def spec(x: pd.DataFrame) -> pd.Series:  # where the unit has a penalty, the pair's other half
         return diff("BnB", "AnB")(x).where(penalty(x).notna())
 
-    values = {"specificity": spec, "specificity − penalty": lambda x: spec(x) - penalty(x)}
+    values = {
+        "penalty": lambda x: penalty(x).where(spec(x).notna()),
+        "specificity": spec,
+        "specificity − penalty": lambda x: spec(x) - penalty(x),
+    }
     rows = []
     for n in sorted(set(stitched.n)):
         for variant, value in values.items():

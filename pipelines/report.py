@@ -19,6 +19,8 @@ from transferability.io import atomic_write
 REPORT = Path("report")
 GENERATED = REPORT / "generated"
 FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
+# drawn where the study has them: the pilot, the sweep, CKA, the diagnostics
+OPTIONAL = ("fig_pilot", "fig_datasize", "fig_cka", "fig_stitching", "fig_diagnostics")
 WRITTEN = (
     "numbers.tex",
     "table_table1.tex",
@@ -77,17 +79,25 @@ def main(results_dir: str) -> None:
     from transferability.report import log_study_results
 
     results = Path(results_dir)
-    log_study_results(
-        results,
-        [
-            *(GENERATED / f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")),
-            results / "claims.csv",
-            results / "table1.csv",
-            results / "metrics.json",
-            REPORT / "build" / "report.ipynb",
-            REPORT / "build" / "paper.pdf",
-        ],
-    )
+    log_study_results(results, study_artifacts(results, GENERATED))
+
+
+def study_artifacts(results: Path, generated: Path) -> list[Path]:
+    """What the study's parent run in MLflow gets: the figures (those of the sections the study
+    has), the claims, Table 1, the headline metrics, the summaries beyond the paper that hold
+    rows (a header alone: the stage ran none), the executed notebook and the PDF."""
+    optional = [generated / f"{f}.{e}" for f in OPTIONAL for e in ("png", "pdf")]
+    beyond = [results / f for f in ("datasize.csv", "cka_summary.csv", "diagnostics_summary.csv")]
+    return [
+        *(generated / f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")),
+        *(p for p in optional if p.is_file()),
+        results / "claims.csv",
+        results / "table1.csv",
+        results / "metrics.json",
+        *(p for p in beyond if p.is_file() and len(p.read_text().splitlines()) > 1),
+        REPORT / "build" / "report.ipynb",
+        REPORT / "build" / "paper.pdf",
+    ]
 
 
 def splice_readme(readme: Path, results: str) -> None:

@@ -107,16 +107,32 @@ def test_the_statistics_check_catches_what_it_should():
     assert notebook_statistics("n = len(runs)") == []
 
 
-def test_the_notebook_takes_every_parameter_the_report_stage_passes(tmp_path, monkeypatch):
-    """papermill reads the notebook's parameters cell; the report stage passes exactly those
-    (a name it passes that the cell lacks would be injected and silently ignored)."""
+def report_stage():
     import importlib.util
-
-    import papermill
 
     spec = importlib.util.spec_from_file_location("report_stage", ROOT / "pipelines/report.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
+    return stage
+
+
+def test_mlflow_gets_the_figures_and_summaries_of_the_sections_a_study_has(tmp_path):
+    results, generated = tmp_path / "results", tmp_path / "generated"
+    results.mkdir(), generated.mkdir()
+    (generated / "fig_stitching.png").write_text("figure")
+    (results / "diagnostics_summary.csv").write_text("diagnostic,variant\nstitching,trained\n")
+    (results / "cka_summary.csv").write_text("comparison,layer\n")  # a header: CKA ran none
+    names = {p.name for p in report_stage().study_artifacts(results, generated)}
+    assert {"fig_stitching.png", "diagnostics_summary.csv", "fig_accuracy.png"} <= names
+    assert not names & {"fig_stitching.pdf", "fig_cka.png", "cka_summary.csv", "datasize.csv"}
+
+
+def test_the_notebook_takes_every_parameter_the_report_stage_passes(tmp_path, monkeypatch):
+    """papermill reads the notebook's parameters cell; the report stage passes exactly those
+    (a name it passes that the cell lacks would be injected and silently ignored)."""
+    import papermill
+
+    stage = report_stage()
     passed = {}
 
     class Stop(Exception):

@@ -238,3 +238,13 @@ def diag_rows(blocks=5, penalty=0.005, bump=0.001, drop1=0.3, edge=0.02):
                     add(b, d, t, n, "interpolation", "to source", bump * (b + 1) * mid, a)
                     add(b, d, t, n, "interpolation", "to BnB+", 0.2 * mid + s, a)
     return pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS)
+
+
+def pipeline_module(name: str):
+    """pipelines/<name>.py imported as a module (the stage scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -14,7 +14,7 @@ import yaml
 
 from transferability import config
 
-from .factories import make_image_folder
+from .factories import make_image_folder, pipeline_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
@@ -102,22 +102,13 @@ def test_repro_runs_every_stage_and_a_transfer_param_reruns_only_transfer(repo):
     assert set(json.loads(dvc(repo, "status", "--json"))) <= {"report"}
 
 
-def derive_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("derive", ROOT / "pipelines" / "derive.py")
-    derive = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(derive)
-    return derive
-
-
 @pytest.mark.parametrize(
     "name", sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/dvc.yaml"))
 )
 def test_every_second_study_is_derived_from_the_reference_and_fresh(name):
     """pipelines/<name>/{params,dvc}.yaml are params.yaml + profiles.yaml's profile and the
     reference's per-study stages, reading that params file: never edited by hand."""
-    for path, text in derive_module().derive(name).items():
+    for path, text in pipeline_module("derive").derive(name).items():
         assert path.read_text() == text, f"{path} is stale: python pipelines/derive.py {name}"
     study = config.load(ROOT / f"pipelines/{name}/params.yaml").study
     assert (study.results_dir, study.models_dir) == (f"results/{name}", f"models/{name}")

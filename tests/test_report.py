@@ -11,7 +11,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from tests.factories import diag_rows, make_runs, package_imports, sweep_rows
+from tests.factories import diag_rows, make_runs, package_imports, pipeline_module, sweep_rows
 from transferability.analysis import analyse, choose_budget
 from transferability.config import AnalysisConfig
 from transferability.runner import run_study, write_runs
@@ -107,22 +107,13 @@ def test_the_statistics_check_catches_what_it_should():
     assert notebook_statistics("n = len(runs)") == []
 
 
-def report_stage():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "pipelines/report.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    return stage
-
-
 def test_mlflow_gets_the_figures_and_summaries_of_the_sections_a_study_has(tmp_path):
     results, generated = tmp_path / "results", tmp_path / "generated"
     results.mkdir(), generated.mkdir()
     (generated / "fig_stitching.png").write_text("figure")
     (results / "diagnostics_summary.csv").write_text("diagnostic,variant\nstitching,trained\n")
     (results / "cka_summary.csv").write_text("comparison,layer\n")  # a header: CKA ran none
-    names = {p.name for p in report_stage().study_artifacts(results, generated)}
+    names = {p.name for p in pipeline_module("report").study_artifacts(results, generated)}
     assert {"fig_stitching.png", "diagnostics_summary.csv", "fig_accuracy.png"} <= names
     assert not names & {"fig_stitching.pdf", "fig_cka.png", "cka_summary.csv", "datasize.csv"}
 
@@ -132,7 +123,7 @@ def test_the_notebook_takes_every_parameter_the_report_stage_passes(tmp_path, mo
     (a name it passes that the cell lacks would be injected and silently ignored)."""
     import papermill
 
-    stage = report_stage()
+    stage = pipeline_module("report")
     passed = {}
 
     class Stop(Exception):

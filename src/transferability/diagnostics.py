@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,6 +48,7 @@ from torch import nn
 
 from transferability import data as data_mod
 from transferability.config import HOW_IT_RUNS, BeyondConfig, Config, TrainConfig
+from transferability.executors import worker_threads
 from transferability.io import md5_file, write_json
 from transferability.models import TransferNet, build
 from transferability.networks import Job, Networks, base_job, derive_seed, sweep_blocks
@@ -58,8 +58,8 @@ from transferability.train import (
     autocast,
     batch_crop_flip,
     evaluate,
-    machine,
     partial_key,
+    runs_on,
     train,
 )
 
@@ -367,9 +367,8 @@ def network_diagnostics(
     which = set(cfg.beyond.diagnostics)
     if not which:  # a study without diagnostics (the reference's): no checkpoint is read
         return pd.DataFrame(columns=COLUMNS)
-    # as the study's networks train: study.workers blocks at once, cores / workers threads each
-    # (however few blocks are left: the thread count is part of what decides the numbers)
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.study.workers)
+    # as the study's networks train: study.workers blocks at once, `worker_threads` each
+    threads = worker_threads(cfg)
     torch.set_num_threads(threads)
     networks = Networks(cfg, splits, dataset)
     blocks = sweep_blocks(cfg, splits)
@@ -400,7 +399,6 @@ def _block_key(
 ) -> str:
     """Everything that decides a block's diagnostics, as text (`network_diagnostics`)."""
     jobs = _block_jobs(cfg, networks, split, seed)
-    device = networks.device
     b = cfg.beyond
     return json.dumps(
         {
@@ -410,8 +408,7 @@ def _block_key(
             "directions": cfg.study.directions,
             "code": CODE_DIGEST,
             "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
-            "machine": machine(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "runs_on": runs_on(networks.device),
             "precision": networks.precision,
             # each network as configured now, the bytes its row records and those on disk
             "checkpoints": {
@@ -430,14 +427,11 @@ def _block_key(
 def _compute(cfg, splits, networks, todo, keys, md5s, threads):
     """Yield (block, rows, seconds) for every block of `todo`: here, one after the other, or in
     study.workers local processes (as the study's networks train) when there are several."""
-    which = sorted(cfg.beyond.diagnostics)
     workers = min(cfg.study.workers, len(todo))
     if workers < 2 or cfg.study.executor != "local":
         for split, seed in todo:
             t0 = time.perf_counter()
-            rows = _block_diagnostics(
-                cfg, networks, split, seed, set(which), keys[split, seed], md5s
-            )
+            rows = _block_diagnostics(cfg, networks, split, seed, keys[split, seed], md5s)
             yield (split, seed), rows, time.perf_counter() - t0
         return
     from transferability.executors import _init_local_worker, _payload
@@ -447,9 +441,7 @@ def _compute(cfg, splits, networks, todo, keys, md5s, threads):
         workers, mp_context=ctx, initializer=_init_local_worker, initargs=(None,)
     ) as pool:
         running = {
-            pool.submit(
-                block_job, *_payload(cfg, splits), b, which, keys[b], md5s or {}, threads
-            ): b
+            pool.submit(block_job, *_payload(cfg, splits), b, keys[b], md5s or {}, threads): b
             for b in todo
         }
         for fut in as_completed(running):
@@ -457,16 +449,16 @@ def _compute(cfg, splits, networks, todo, keys, md5s, threads):
             yield running[fut], rows, seconds
 
 
-def block_job(cfg_json, splits_json, root, block, which, key, md5s, threads):
+def block_job(cfg_json, splits_json, root, block, key, md5s, threads):
     """One block's diagnostics in a worker process (`_compute`): its rows and seconds."""
     from transferability.executors import worker_networks
 
-    if CODE_DIGEST not in key:  # the code changed on disk after the stage started
+    if json.loads(key)["code"] != CODE_DIGEST:  # the code changed on disk since the stage began
         raise RuntimeError("the diagnostics' code changed while the stage ran: run it again")
     torch.set_num_threads(threads)
     networks = worker_networks(cfg_json, splits_json, root)
     t0 = time.perf_counter()
-    rows = _block_diagnostics(networks.cfg, networks, *block, set(which), key, md5s)
+    rows = _block_diagnostics(networks.cfg, networks, *block, key, md5s)
     return rows, time.perf_counter() - t0
 
 
@@ -521,11 +513,11 @@ def _block_diagnostics(
     networks: Networks,
     split: str,
     seed: int,
-    which: set[str],
     key: str,
     md5s: dict[str, str] | None,
 ) -> pd.DataFrame:
-    """Every diagnostic of `which` on one block (`network_diagnostics`)."""
+    """Every diagnostic of `beyond.diagnostics` on one block (`network_diagnostics`)."""
+    which = set(cfg.beyond.diagnostics)
     cuts, kind = diagnostic_cuts(cfg), networks.splits[split].kind
     bs, precision = cfg.train.eval_batch_size, networks.precision
     md5 = (md5s or {}).get

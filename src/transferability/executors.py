@@ -58,6 +58,13 @@ def train_job(
     return worker_networks(cfg_json, splits_json, root).run(job, base_md5)
 
 
+def worker_threads(cfg: Config) -> int:
+    """Threads per local worker: train.threads, or cores / study.workers however few jobs are
+    left (a network's thread count, in its row's `machine` and the key of its saved state, is a
+    setting, never the luck of the queue)."""
+    return cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.study.workers)
+
+
 def _die_with_parent() -> None:
     """On Linux, ask for SIGTERM when the driver dies, even by kill -9 (no orphaned workers)."""
     try:
@@ -133,9 +140,7 @@ def _local_pool(cfg: Config, splits: list[Split], jobs: list, md5: dict) -> Iter
     and every network in flight with it: each of those counts an attempt and is retried in a
     fresh pool, while the finished ones stand."""
     workers = min(cfg.study.workers, len(jobs))
-    # cores / study.workers, however few networks are left: a network's thread count (its row's
-    # `machine`, the key of its saved state) is a setting, never the luck of the queue
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.study.workers)
+    threads = worker_threads(cfg)
     ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
     gpus = torch.cuda.device_count() if cfg.train.device in ("auto", "cuda") else 0
     payload = _payload(cfg, splits)

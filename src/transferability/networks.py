@@ -225,7 +225,6 @@ class Networks:
         self.device = resolve_device(cfg.train.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self._tasks: dict[tuple[str, str], DeviceTask] = {}
-        self.partial_dir = Path(cfg.study.models_dir, ".partial")
 
     # ------------------------------------------------------------------ identity
 
@@ -261,6 +260,11 @@ class Networks:
         if job.per_class:
             kind = f"datasize/size{job.per_class}"
         return Path(self.cfg.study.models_dir, kind, job.split, f"s{job.seed}", f"{job.name}.pt")
+
+    @property
+    def partial_dir(self) -> Path:
+        """Where unfinished states are kept: `.partial` in the checkpoint folder."""
+        return Path(self.cfg.study.models_dir, ".partial")
 
     def partial(self, job: Job) -> Path:
         """Where `train` keeps `job`'s unfinished state (`train.train`'s `partial`): beside the

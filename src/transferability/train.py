@@ -251,11 +251,17 @@ def _set_rng_states(states: dict, gen: torch.Generator, device: torch.device) ->
 PARTIAL_FORMAT = 1  # what a saved state holds; a new layout discards the old files
 
 
-def partial_key(*parts: object, device: torch.device) -> str:
-    """The key of a saved state: what identifies the network (`parts`), and where and how it
-    trains: the format, the processor and thread count (`machine`), the device."""
+def runs_on(device: torch.device) -> str:
+    """Where and how a computation runs, as far as its numbers depend on it: the processor and
+    thread count (`machine`) and the device."""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return " ".join(map(str, (*parts, f"format {PARTIAL_FORMAT}", machine(), where)))
+    return f"{machine()} {where}"
+
+
+def partial_key(*parts: object, device: torch.device) -> str:
+    """The key of a saved state: what identifies the network (`parts`), the format, and where
+    it trains (`runs_on`)."""
+    return " ".join(map(str, (*parts, f"format {PARTIAL_FORMAT}", runs_on(device))))
 
 
 def _read_partial(path: Path, key: str) -> dict | None:
@@ -281,6 +287,15 @@ def _read_partial(path: Path, key: str) -> dict | None:
         )
         return None
     return state
+
+
+def _write_partial(path: Path, state: dict) -> None:
+    """Save an unfinished run's state (`train`) atomically; a full disk warns, training goes on."""
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+        warnings.warn(f"{path} not saved ({e}); training goes on", stacklevel=3)
 
 
 def train(
@@ -379,20 +394,10 @@ def train(
             history.append(record)
             now = time.perf_counter()
             if partial is not None and not final and now - saved >= cfg.save_every_s:
-                state = {
-                    "key": key,
-                    "epoch": epoch + 1,
-                    "seconds": before + now - start,
-                    "history": history,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "rng": _rng_states(gen, device),
-                }
-                try:
-                    with atomic_write(partial, "wb") as f:
-                        torch.save(state, f)
-                except (OSError, RuntimeError) as e:  # a full disk: train on, unsaved
-                    warnings.warn(f"{partial} not saved ({e}); training goes on", stacklevel=2)
+                state = {"key": key, "epoch": epoch + 1, "seconds": before + now - start}
+                state |= {"history": history, "model": model.state_dict()}
+                state |= {"optimizer": opt.state_dict(), "rng": _rng_states(gen, device)}
+                _write_partial(partial, state)
                 saved = now
             if not bar.disable:
                 bar.set_postfix(

@@ -31,9 +31,9 @@ from transferability.splits import Split
 from transferability.train import (
     TrainResult,
     machine,
-    partial_key,
     resolve_device,
     resolve_precision,
+    runs_on,
 )
 
 COLUMNS = [
@@ -109,15 +109,16 @@ def budget_run(
         networks = Networks(here, [split], dataset)
         job = base_job(split.name, split.kind, seed, task)
         done = Path(partial_dir, "base.json") if partial_dir is not None else None
-        where = partial_key(device=networks.device)  # a base from elsewhere is trained again
-        base = _finished(networks, job, done, where) or networks.train(job)
-        if done is not None and not done.is_file():
-            networks.save(base)
-            write_json(done, {"where": where, **asdict(base.result)})
+        where = runs_on(networks.device)  # a base from elsewhere is trained again
+        base = _finished(networks, job, done, where)
+        if base is None:
+            base = networks.train(job)
+            if selffer or done is not None:  # the selffer copies this base, never an older one
+                networks.save(base)
+            if done is not None:
+                write_json(done, {"where": where, **asdict(base.result)})
         sel = None
         if selffer:
-            if done is None:
-                networks.save(base)
             sel = networks.train(top_selffer(split, seed, task, base.model.num_layers - 1)).result
     data, result = base.data, base.result
     per_class = len(data.train_x) // len(split.classes(task))

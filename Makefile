@@ -49,7 +49,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: lint tex
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --durations=15
 
 repro: setup tex
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/$(DVC_REPRO)

@@ -3,12 +3,26 @@ that tests call directly live in factories.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from transferability import config
 from transferability.splits import make_splits
 
 from .factories import learnable_dataset
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs `-n auto`), each worker process and what it starts
+    gets its share of the cores: two workers of two threads each on two cores thrash."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 python pipelines/report.py RESULTS_DIR
 
+The studies of params.yaml's `report.beside` (second studies, pipelines/<name>/) are drawn beside
+RESULTS_DIR's, from their committed results.
+
 The notebook only draws and formats what the aggregate stage wrote (claims.csv, summary.json,
 ...). Its executed copy is kept as report/build/report.ipynb; it writes the figures, tables and
 macros into report/generated/, with results.md, the README's results section.
@@ -19,8 +22,16 @@ from transferability.io import atomic_write
 REPORT = Path("report")
 GENERATED = REPORT / "generated"
 FIGURES = ("fig_accuracy", "fig_gaps", "fig_control", "fig_paper")
-# drawn where the study has them: the pilot, the sweep, CKA, the diagnostics
-OPTIONAL = ("fig_pilot", "fig_datasize", "fig_cka", "fig_stitching", "fig_diagnostics")
+# drawn where the study has them: the pilot, the sweep, CKA, the diagnostics, the studies beside
+OPTIONAL = (
+    "fig_pilot",
+    "fig_datasize",
+    "fig_cka",
+    "fig_stitching",
+    "fig_diagnostics",
+    "fig_beside",
+    "fig_size_axis",
+)
 WRITTEN = (
     "numbers.tex",
     "table_table1.tex",
@@ -31,7 +42,29 @@ WRITTEN = (
 )
 
 
+def beside_studies(params: Path = Path("params.yaml")) -> list[dict]:
+    """`report.beside`'s studies as the notebook takes them: each one's name and results folder
+    (from its pipelines/<name>/params.yaml); a study not derived or not aggregated is an error
+    that names it."""
+    from transferability import config
+
+    studies = []
+    for name in config.load(params if params.is_file() else None).report.beside:
+        path = Path("pipelines") / name / "params.yaml"
+        if not path.is_file():
+            sys.exit(f"report.beside: {name}: {path} not found (python pipelines/derive.py {name})")
+        results = Path(config.load(path).study.results_dir)
+        if not (results / "claims.csv").is_file():
+            sys.exit(
+                f"report.beside: {name}: {results / 'claims.csv'} not found: the study has not "
+                f"been aggregated (dvc repro pipelines/{name}/dvc.yaml)"
+            )
+        studies.append({"name": name, "results_dir": str(results)})
+    return studies
+
+
 def main(results_dir: str) -> None:
+    beside = beside_studies()
     (REPORT / "build").mkdir(parents=True, exist_ok=True)
     # what an earlier run wrote goes first: a table of a split kind this study lacks must not
     # linger and be typeset
@@ -46,6 +79,7 @@ def main(results_dir: str) -> None:
             "out_dir": str(GENERATED),
             "reference_dir": str(REPORT / "reference"),
             "registration_path": str(REPORT / "registration.json"),
+            "beside": beside,
         },
         kernel_name="python3",
         progress_bar=False,

@@ -335,6 +335,139 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
     assert f"{float(claims.loc['specificity_grows', 'estimate']):+.2f} |" in results_md
 
 
+def synthetic_study(folder, per_class, epochs, coadaptation, diagnostics=False):
+    """Five random blocks at `per_class` images per class and `epochs`, baseB − BnB =
+    `coadaptation` (+0.001 per block) at every cut, a target-size sweep (25 and 100 images per
+    class), the four diagnostics if asked, analysed as the aggregate stage does."""
+
+    def acc(b, t, tr, n):
+        return {"BnB": 0.8 - coadaptation - 0.001 * b, "AnB": 0.78 - 0.005 * n * n}.get(
+            tr, 0.8
+        ) + 0.002 * b
+
+    runs = make_runs(5, acc)
+    runs = runs.assign(
+        arch="cifar5",
+        epochs=epochs,
+        train_images=5 * per_class,
+        val_images=2500,
+        test_images=5000,
+        val_acc=runs.test_acc,
+        seconds=60.0,
+        machine=f"machine of {folder.name}",
+        fingerprint=runs.network + f" at {per_class}",
+    )
+    folder.mkdir(parents=True)
+    write_runs(folder / "runs.csv", runs.to_dict("records"))
+    _, sweep = sweep_rows(5, lambda b, size: 0.01 * b + 1 / size, (25, 100), per_class)
+    sweep.assign(arch="cifar5", epochs=epochs).to_csv(folder / "runs_datasize.csv", index=False)
+    extra = {"sweep_path": folder / "runs_datasize.csv"}
+    if diagnostics:
+        diag_rows().to_csv(folder / "diagnostics.csv", index=False)
+        extra["diagnostics_path"] = folder / "diagnostics.csv"
+    analyse(folder / "runs.csv", folder, num_layers=5, rules=AnalysisConfig(), **extra)
+    return {"name": folder.name, "results_dir": str(folder)}
+
+
+def test_the_studies_beside_this_one_are_drawn_side_by_side_and_lend_their_diagnostics(tmp_path):
+    """report.beside: a study at another task size is drawn side by side (the paper's figure,
+    Table 1, the claims, the size axis), the largest task first; a study in this study's regime
+    lends only its diagnostics, which this study ran none of, with their statements."""
+    lead = synthetic_study(tmp_path / "results", 250, 80, coadaptation=0.002)
+    whole = synthetic_study(tmp_path / "whole", 4500, 80, coadaptation=0.02)
+    beyond = synthetic_study(tmp_path / "beyond", 250, 80, coadaptation=0.002, diagnostics=True)
+    gen = tmp_path / "generated"
+    papermill.execute_notebook(
+        NOTEBOOK,
+        tmp_path / "executed.ipynb",
+        parameters={
+            "results_dir": lead["results_dir"],
+            "out_dir": str(gen),
+            "reference_dir": str(ROOT / "report" / "reference"),
+            "registration_path": str(ROOT / "report" / "registration.json"),
+            "beside": [whole, beyond],
+        },
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    for fig in ("fig_beside", "fig_size_axis", "fig_stitching", "fig_diagnostics"):
+        assert (gen / f"{fig}.pdf").stat().st_size > 1000, fig
+    numbers = (gen / "numbers.tex").read_text()
+    for macro in (
+        "\\HasBesidetrue",
+        "\\newcommand{\\BesideStudies}{whole}",  # beyond is in this study's regime
+        "\\DiagnosticsBesidetrue",
+        "\\HasDiagnosticstrue",
+        "\\newcommand{\\DiagnosticsStudy}{beyond}",
+        "\\newcommand{\\DiagnosticsBlocks}{5}",
+        "\\newcommand{\\DiagnosticsMachines}{machine of beyond}",
+        "\\newcommand{\\ClaimReuseBeatsScaleVerdict}{supported}",  # beyond's statement
+    ):
+        assert macro in numbers, macro
+    # beyond's networks are this study's by fingerprint (the same settings, data and seeds)
+    assert "\\newcommand{\\DiagnosticsSameNetworks}{210}" in numbers
+    assert "\\newcommand{\\DiagnosticsNetworks}{210}" in numbers
+    claims = (gen / "table_beside_claims.tex").read_text()
+    head = claims.split("\\midrule")[0]
+    assert head.index("whole (4,500/class)") < head.index("this study (250/class)")
+    whole_claims = pd.read_csv(tmp_path / "whole" / "claims.csv").set_index("claim")
+    r = whole_claims.loc["coadaptation_middle"]
+    assert f"{r.estimate:+.2f}".replace("-", "$-$") in claims and r.verdict_holm in claims
+    table1 = (gen / "table_beside_table1.tex").read_text()
+    rows = table1.split("\\midrule")[1]
+    assert rows.index("whole (4,500/class)") < rows.index("this study (250/class)")
+    assert rows.index("this study (250/class)") < rows.index("the paper (ImageNet)")
+    results_md = (gen / "results.md").read_text()
+    assert results_md.index("### The studies side by side") < results_md.index("### Base")
+    if shutil.which("latexmk"):  # the section typesets (CI has TeX)
+        shutil.copy(ROOT / "report" / "paper.tex", tmp_path / "paper.tex")
+        latex = subprocess.run(
+            ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert latex.returncode == 0, latex.stdout[-3000:]
+        aux = (tmp_path / "paper.aux").read_text()
+        assert "{sec:beside}" in aux and "{fig:sizeaxis}" in aux and "{tab:besideclaims}" in aux
+
+    # without a study beside it: no side-by-side section, and no diagnostics
+    gen2 = tmp_path / "alone"
+    papermill.execute_notebook(
+        NOTEBOOK,
+        tmp_path / "alone.ipynb",
+        parameters={
+            "results_dir": lead["results_dir"],
+            "out_dir": str(gen2),
+            "reference_dir": str(ROOT / "report" / "reference"),
+            "registration_path": str(ROOT / "report" / "registration.json"),
+        },
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    numbers = (gen2 / "numbers.tex").read_text()
+    assert "\\HasBesidefalse" in numbers and "\\HasDiagnosticsfalse" in numbers
+    assert (
+        not (gen2 / "fig_beside.pdf").exists() and not (gen2 / "table_beside_claims.tex").exists()
+    )
+
+
+def test_report_beside_names_a_study_that_is_not_there(tmp_path, monkeypatch):
+    report = pipeline_module("report")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("report:\n  beside: [whole]\n")
+    with pytest.raises(SystemExit, match=r"report.beside: whole: pipelines/whole/params.yaml"):
+        report.beside_studies()
+    (tmp_path / "pipelines/whole").mkdir(parents=True)
+    (tmp_path / "pipelines/whole/params.yaml").write_text("study:\n  results_dir: results/whole\n")
+    with pytest.raises(SystemExit, match=r"results/whole/claims.csv not found"):
+        report.beside_studies()
+    (tmp_path / "results/whole").mkdir(parents=True)
+    (tmp_path / "results/whole/claims.csv").write_text("claim\n")
+    assert report.beside_studies() == [{"name": "whole", "results_dir": "results/whole"}]
+
+
 def test_the_report_stage_depends_on_every_module_the_notebook_imports():
     import json
 
@@ -345,3 +478,17 @@ def test_the_report_stage_depends_on_every_module_the_notebook_imports():
     modules = package_imports(code)
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
     assert {f"src/transferability/{m}.py" for m in modules} <= set(deps)
+
+
+def test_the_report_stage_depends_on_each_study_beside_through_its_dvc_lock():
+    """A study of report.beside is a dependency through its dvc.lock, not its results: the
+    report reruns when that study's results change, and `dvc repro` never reruns that study."""
+    import yaml
+
+    from transferability import config
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
+    beside = config.load(ROOT / "params.yaml").report.beside
+    locks = {d for d in stage["deps"] if d.endswith("/dvc.lock")}
+    assert locks == {f"pipelines/{name}/dvc.lock" for name in beside}
+    assert "report" in stage["params"]

@@ -264,6 +264,23 @@ class BeyondConfig(Section):
         return sorted(v)
 
 
+class ReportConfig(Section):
+    """The report (pipelines/report.py) of this study, and the studies it draws beside it."""
+
+    # second studies (pipelines/<name>/, derived by `python pipelines/derive.py <name>`) whose
+    # committed results the report puts beside this study's: their paper figure, Table 1 and
+    # claims side by side, the size axis, and the diagnostics where this study runs none. Each
+    # is a dependency of the report stage through its pipelines/<name>/dvc.lock
+    beside: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
+
+    @field_validator("beside")
+    @classmethod
+    def _once(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"names a study twice: {v}")
+        return v
+
+
 class Config(Section):
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
@@ -272,6 +289,7 @@ class Config(Section):
     study: StudyConfig = StudyConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     beyond: BeyondConfig = BeyondConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _cuts(self):

@@ -43,6 +43,7 @@ def settings(name: str, root: Path = ROOT) -> dict:
     for section, values in config.parse_overrides(overrides).items():
         raw[section].update(values)  # a profile overrides keys of params.yaml's sections
     assert config.validate(raw, "derived", set()) == cfg
+    raw.pop("report", None)  # the report stage, and the studies it draws, are the reference's
     return raw
 
 

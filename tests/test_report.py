@@ -68,6 +68,24 @@ def build_report(work):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def execute_notebook(results_dir, out_dir, **parameters):
+    """papermill runs the notebook as the report stage does, without TeX; returns out_dir."""
+    papermill.execute_notebook(
+        NOTEBOOK,
+        Path(out_dir).with_suffix(".ipynb"),
+        parameters={
+            "results_dir": str(results_dir),
+            "out_dir": str(out_dir),
+            "reference_dir": str(ROOT / "report" / "reference"),
+            "registration_path": str(ROOT / "report" / "registration.json"),
+            **parameters,
+        },
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    return Path(out_dir)
+
+
 STATISTICS = {"mean", "median", "sum", "min", "max", "std", "var", "sem", "quantile", "idxmax"}
 STATISTICS |= {"idxmin", "agg", "aggregate", "cumsum", "corr", "cov", "ttest_1samp", "ttest_ind"}
 
@@ -297,19 +315,7 @@ def test_the_notebook_formats_the_intervals_and_verdicts_of_a_full_study(tmp_pat
         sweep_path=results / "runs_datasize.csv",
         diagnostics_path=tmp_path / "diagnostics.csv",
     )
-    gen = tmp_path / "generated"
-    papermill.execute_notebook(
-        NOTEBOOK,
-        tmp_path / "executed.ipynb",
-        parameters={
-            "results_dir": str(results),
-            "out_dir": str(gen),
-            "reference_dir": str(ROOT / "report" / "reference"),
-            "registration_path": str(ROOT / "report" / "registration.json"),
-        },
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    gen = execute_notebook(results, tmp_path / "generated")
     claims = pd.read_csv(results / "claims.csv", keep_default_na=False).set_index("claim")
     assert claims.loc["specificity_grows", "verdict"] == "reproduced"
     numbers = (gen / "numbers.tex").read_text()
@@ -377,20 +383,7 @@ def test_the_studies_beside_this_one_are_drawn_side_by_side_and_lend_their_diagn
     # the whole-task study runs the diagnostics too: another regime's, never lent
     whole = synthetic_study(tmp_path / "whole", 4500, 40, coadaptation=0.02, diagnostics=True)
     beyond = synthetic_study(tmp_path / "beyond", 250, 80, coadaptation=0.002, diagnostics=True)
-    gen = tmp_path / "generated"
-    papermill.execute_notebook(
-        NOTEBOOK,
-        tmp_path / "executed.ipynb",
-        parameters={
-            "results_dir": lead["results_dir"],
-            "out_dir": str(gen),
-            "reference_dir": str(ROOT / "report" / "reference"),
-            "registration_path": str(ROOT / "report" / "registration.json"),
-            "beside": [whole, beyond],
-        },
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    gen = execute_notebook(lead["results_dir"], tmp_path / "generated", beside=[whole, beyond])
     for fig in ("fig_beside", "fig_size_axis", "fig_stitching", "fig_diagnostics"):
         assert (gen / f"{fig}.pdf").stat().st_size > 1000, fig
     numbers = (gen / "numbers.tex").read_text()
@@ -442,19 +435,7 @@ def test_the_studies_beside_this_one_are_drawn_side_by_side_and_lend_their_diagn
         assert "{sec:beside}" in aux and "{fig:sizeaxis}" in aux and "{tab:besideclaims}" in aux
 
     # without a study beside it: no side-by-side section, and no diagnostics
-    gen2 = tmp_path / "alone"
-    papermill.execute_notebook(
-        NOTEBOOK,
-        tmp_path / "alone.ipynb",
-        parameters={
-            "results_dir": lead["results_dir"],
-            "out_dir": str(gen2),
-            "reference_dir": str(ROOT / "report" / "reference"),
-            "registration_path": str(ROOT / "report" / "registration.json"),
-        },
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    gen2 = execute_notebook(lead["results_dir"], tmp_path / "alone")
     numbers = (gen2 / "numbers.tex").read_text()
     assert "\\HasBesidefalse" in numbers and "\\HasDiagnosticsfalse" in numbers
     assert (

@@ -49,7 +49,7 @@ def beside_studies(params: Path = Path("params.yaml")) -> list[dict]:
     from transferability import config
 
     studies = []
-    for name in config.load(params if params.is_file() else None).report.beside:
+    for name in config.load(params).report.beside:  # no params.yaml: the defaults
         path = Path("pipelines") / name / "params.yaml"
         if not path.is_file():
             sys.exit(f"report.beside: {name}: {path} not found (python pipelines/derive.py {name})")

@@ -304,6 +304,21 @@ def todo(
     return [j for j in jobs if j in left] + [j for j in left if j not in jobs]
 
 
+def _say_other_precision(networks: Networks, cfg: Config, rows: list[dict], log) -> None:
+    """Say so when rows about to be retrained were trained in another precision than this
+    machine's: under train.precision auto a study resumed on another kind of processor (with or
+    without native bf16) otherwise starts again, as new networks, without a word why."""
+    other = sorted({r["precision"] for r in rows} - {networks.precision})
+    if other:
+        n = sum(r["precision"] in other for r in rows)
+        log(
+            f"of these, {n} have rows trained in {', '.join(other)}: here they train again in "
+            f"{networks.precision} "
+            f"(train.precision: {cfg.train.precision}), as new networks; train.precision: "
+            f"{other[0]} resumes them instead"
+        )
+
+
 # ---------------------------------------------------------------------- running
 
 
@@ -356,6 +371,8 @@ def run_study(
         )
         for name, why in reasons.items():
             log(f"{name}: retrained: {why}")
+        retrained = [rows[j.network] for j in left if j.network in rows]
+        _say_other_precision(networks, cfg, retrained, log)
         if gone:
             log(f"removed {len(gone)} temporary file(s) that an interrupted write left behind")
         run = StudyRun(networks, everything, rows, known, runs_path, log)

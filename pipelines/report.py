@@ -108,29 +108,43 @@ def main(results_dir: str) -> None:
     )
     print(f"report: {REPORT / 'build' / 'paper.pdf'}, {GENERATED / 'results.md'}")
     splice_readme(Path("README.md"), (GENERATED / "results.md").read_text())
-    # the study's parent run in MLflow gets the headline numbers, claims, figures and report;
-    # no store or no parent run is a note, never a failed stage
+    log_results(Path(results_dir), beside)
+
+
+def log_results(results: Path, beside: list[dict]) -> None:
+    """The study's parent run in MLflow gets the headline numbers, claims, figures and report;
+    each study drawn beside it, its own numbers and the report on its own parent run. No store
+    or no parent run is a note, never a failed stage."""
     from transferability.report import log_study_results
 
-    results = Path(results_dir)
     log_study_results(results, study_artifacts(results, GENERATED))
+    for study in beside:
+        other = Path(study["results_dir"])
+        log_study_results(other, [*results_artifacts(other), REPORT / "build" / "paper.pdf"])
 
 
 def study_artifacts(results: Path, generated: Path) -> list[Path]:
     """What the study's parent run in MLflow gets: the figures (those of the sections the study
-    has), the claims, Table 1, the headline metrics, the summaries beyond the paper that hold
-    rows (a header alone: the stage ran none), the executed notebook and the PDF."""
+    has), its results (`results_artifacts`), the executed notebook and the PDF."""
     optional = [generated / f"{f}.{e}" for f in OPTIONAL for e in ("png", "pdf")]
-    beyond = [results / f for f in ("datasize.csv", "cka_summary.csv", "diagnostics_summary.csv")]
     return [
         *(generated / f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")),
         *(p for p in optional if p.is_file()),
+        *results_artifacts(results),
+        REPORT / "build" / "report.ipynb",
+        REPORT / "build" / "paper.pdf",
+    ]
+
+
+def results_artifacts(results: Path) -> list[Path]:
+    """A study's results for its parent run: the claims, Table 1, the headline metrics and the
+    summaries beyond the paper that hold rows (a header alone: the stage ran none)."""
+    beyond = [results / f for f in ("datasize.csv", "cka_summary.csv", "diagnostics_summary.csv")]
+    return [
         results / "claims.csv",
         results / "table1.csv",
         results / "metrics.json",
         *(p for p in beyond if p.is_file() and len(p.read_text().splitlines()) > 1),
-        REPORT / "build" / "report.ipynb",
-        REPORT / "build" / "paper.pdf",
     ]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from torch import nn
 
 from transferability import data as data_mod
@@ -26,6 +27,7 @@ from transferability.diagnostics import (
 )
 from transferability.models import NetConfig, build
 from transferability.networks import Networks, base_job, derive_seed
+from transferability.tracking.store import EXPERIMENT
 from transferability.train import DeviceTask, train
 
 from .factories import learnable_dataset, run, tiny_project
@@ -231,7 +233,7 @@ def test_each_diagnostic_costs_about_what_the_estimates_assume(trained, task, ca
 # ---------------------------------------------------------------------- the command, end to end
 
 
-def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
+def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path, mlflow_store):
     tiny_project(monkeypatch, tmp_path)
     for step in ("prepare", "split", "train-bases", "transfer"):
         code, _out, err = run(monkeypatch, capsys, step)
@@ -241,6 +243,7 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
     assert code == 0, err
     assert "random0/s0: interpolation, reinit, stitching, transfusion" in out
+    assert "MLflow: 1 block(s) of diagnostics logged, parent " in out  # beside the networks
     d = pd.read_csv(tmp_path / "results/diagnostics.csv")
     assert list(d.columns) == COLUMNS
     per_direction = 2 + 2 * 3 + 1  # stitching (2 variants), 2 paths × 3 points, transfusion
@@ -256,6 +259,11 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path):
     table = (tmp_path / "results/diagnostics.csv").read_bytes()
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
     assert code == 0 and "random0/s0: interpolation, reinit, stitching, transfusion (done" in out
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert [r.info.run_name for r in runs if r.data.tags.get("role") == "diagnostics"] == [
+        "diagnostics · random0/s0"
+    ]  # the rerun's replaced the first
     assert (tmp_path / "results/diagnostics.csv").read_bytes() == table  # `seconds` too
     lr = ["--set", "beyond.stitch_lr=0.01"]
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast, *lr)

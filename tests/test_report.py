@@ -136,6 +136,26 @@ def test_mlflow_gets_the_figures_and_summaries_of_the_sections_a_study_has(tmp_p
     assert not names & {"fig_stitching.pdf", "fig_cka.png", "cka_summary.csv", "datasize.csv"}
 
 
+def test_each_study_drawn_beside_gets_its_numbers_on_its_own_parent_run(tmp_path, monkeypatch):
+    from transferability import report
+
+    stage, logged = pipeline_module("report"), []
+    monkeypatch.setattr(report, "log_study_results", lambda d, files: logged.append((d, files)))
+    results, beyond = tmp_path / "results", tmp_path / "results" / "beyond"
+    beyond.mkdir(parents=True)
+    (beyond / "diagnostics_summary.csv").write_text("diagnostic,variant\nstitching,trained\n")
+    stage.log_results(results, [{"name": "beyond", "results_dir": str(beyond)}])
+    assert [d for d, _ in logged] == [results, beyond]
+    assert logged[0][1] == stage.study_artifacts(results, stage.GENERATED)
+    assert [p.name for p in logged[1][1]] == [
+        "claims.csv",
+        "table1.csv",
+        "metrics.json",
+        "diagnostics_summary.csv",
+        "paper.pdf",  # the report that draws it
+    ]
+
+
 def test_the_notebook_takes_every_parameter_the_report_stage_passes(tmp_path, monkeypatch):
     """papermill reads the notebook's parameters cell; the report stage passes exactly those
     (a name it passes that the cell lacks would be injected and silently ignored)."""

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.exceptions import MlflowException
@@ -17,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import text
 
 from transferability import report
+from transferability.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
 from transferability.io import md5_file
 from transferability.models import build, load_checkpoint, save_checkpoint
 from transferability.networks import Networks, plan
@@ -166,6 +168,61 @@ def test_a_narrower_study_adds_and_only_prune_removes_runs(tiny_study, tmp_path,
     assert len(children(client)[0]) == 1  # the narrower study is the same study
     assert tracker.prune(kept) == sorted(every - kept)  # explicit, and only then
     assert networks_of(client) == sorted(kept)
+
+
+def diagnostics_rows(split: str) -> list[dict]:
+    """A block of the diagnostics stage's table: a reset layer, a stitch, a 3-point path."""
+    block = {"split": split, "seed": 0, "seconds": 1.5}
+    nan = float("nan")
+    stitch = {"direction": "A->B", "task": "B", "n": 2, "diagnostic": "stitching"}
+    path = {"direction": "A->B", "task": "B", "n": 2, "diagnostic": "interpolation"}
+    return [
+        block
+        | {"direction": "", "task": "A", "n": 1, "diagnostic": "reinit", "variant": "init"}
+        | {"alpha": nan, "accuracy": 0.3, "val_accuracy": 0.31, "reference": 0.6, "value": 0.3},
+        block
+        | stitch
+        | {"variant": "trained", "alpha": nan, "accuracy": 0.55, "val_accuracy": nan}
+        | {"reference": 0.6, "value": 0.05},
+        *(
+            block
+            | path
+            | {"variant": "to BnB+", "alpha": a, "accuracy": acc, "val_accuracy": acc}
+            | {"reference": 0.61, "value": v}
+            for a, acc, v in [(0.0, 0.6, 0.0), (0.5, 0.4, 0.21), (1.0, 0.62, 0.0)]
+        ),
+    ]
+
+
+def test_diagnostics_are_one_run_per_block_beside_its_networks(tiny_study, mlflow_store):
+    cfg, splits, ds = tiny_study
+    jobs = plan(cfg, splits)
+    tracker = Tracker(cfg, Networks(cfg, splits, ds), jobs)
+    rows = diagnostics_rows("random0") + diagnostics_rows("random1")
+    table = pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS)
+    first = tracker.log_diagnostics(table, "fp32")
+    ids = tracker.log_diagnostics(table, "fp32")  # a rerun replaces a block's run
+    client = MlflowClient(mlflow_store)
+    diag = [r for r in children(client)[1] if r.data.tags.get("role") == "diagnostics"]
+    assert len(ids) == 2 and sorted(r.info.run_id for r in diag) == sorted(ids)
+    assert not set(first) & set(ids)
+    run = client.get_run(ids[0])
+    tags, m = run.data.tags, run.data.metrics
+    assert (tags["block"], tags["mlflow.parentRunId"]) == ("random0/s0", tracker.parent_id)
+    assert run.info.run_name == "diagnostics · random0/s0" and run.info.status == "FINISHED"
+    assert tags["diagnostics"] == "interpolation,reinit,stitching" and tags["precision"] == "fp32"
+    assert m["stitching/A_to_B/n2/trained/accuracy"] == 0.55
+    assert "stitching/A_to_B/n2/trained/val_accuracy" not in m  # NaN: not a metric
+    assert m["reinit/task_A/n1/init/value"] == 0.3 and m["seconds"] == 7.5
+    history = client.get_metric_history(ids[0], "interpolation/A_to_B/n2/to_BnBplus/accuracy")
+    assert [(h.step, h.value) for h in history] == [(0, 0.6), (50, 0.4), (100, 0.62)]
+    assert run.data.params["beyond.stitch_epochs"] == str(cfg.beyond.stitch_epochs)
+    assert [a.path for a in client.list_artifacts(ids[0])] == ["diagnostics.json"]
+    # prune keeps the diagnostics of the study's blocks and drops the others'
+    networks = {j.network for j in jobs}
+    assert tracker.prune(networks, dry_run=True) == ["diagnostics · random1/s0"]
+    tracker.prune(networks)
+    assert [r.info.run_id for r in children(client)[1]] == [ids[0]]
 
 
 @pytest.fixture

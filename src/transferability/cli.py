@@ -181,16 +181,20 @@ def similarity(cfg, out, runs):
     _write_checked(cfg, runs, out, "cka.csv", layer_similarity, "layer comparisons")
 
 
-def _write_checked(cfg, runs, out: str | None, default: str, compute, what: str) -> None:
+def _write_checked(cfg, runs, out: str | None, default: str, compute, what: str, then=None):
     """The similarity and diagnostics commands: `runner.write_checked` on the given runs tables
-    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`)."""
+    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`); then
+    `then(cfg, splits, dataset, table)` if given."""
     from transferability.runner import write_checked
 
     ds, t = _dataset(cfg), time.perf_counter()
     tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
     out = Path(out) if out else Path(cfg.study.results_dir) / default
-    table = write_checked(compute, cfg, load_splits(cfg, ds.classes), ds, tables, out, click.echo)
+    splits = load_splits(cfg, ds.classes)
+    table = write_checked(compute, cfg, splits, ds, tables, out, click.echo)
     click.echo(f"{len(table)} {what} → {out} ({time.perf_counter() - t:.0f}s)")
+    if then is not None:
+        then(cfg, splits, ds, table)
 
 
 @cli.command()
@@ -203,7 +207,29 @@ def diagnostics(cfg, out, runs):
     transfusion trains, the others are inference or train a stitch only)."""
     from transferability.diagnostics import network_diagnostics
 
-    _write_checked(cfg, runs, out, "diagnostics.csv", network_diagnostics, "diagnostic rows")
+    _write_checked(
+        cfg, runs, out, "diagnostics.csv", network_diagnostics, "diagnostic rows", _log_blocks
+    )
+
+
+def _log_blocks(cfg, splits, ds, table) -> None:
+    """The diagnostics in MLflow (study.mlflow): a run per block beside the study's networks,
+    under their parent run. A failure costs the MLflow record, never the table."""
+    if not cfg.study.mlflow or table.empty:
+        return
+    from transferability.networks import Networks, plan
+    from transferability.tracking.tracker import Tracker
+
+    try:
+        networks = Networks(cfg, splits, ds)
+        tracker = Tracker(cfg, networks, plan(cfg, splits), Path(cfg.data.prepared), create=False)
+        if not tracker.parent_id:
+            click.echo("MLflow: no parent run holds the study's networks: diagnostics not logged")
+            return
+        ids = tracker.log_diagnostics(table, networks.precision)
+        click.echo(f"MLflow: {len(ids)} block(s) of diagnostics logged, parent {tracker.parent_id}")
+    except Exception as e:
+        click.echo(f"MLflow: diagnostics not logged ({type(e).__name__}: {str(e)[:300]})")
 
 
 @cli.command()

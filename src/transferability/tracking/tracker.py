@@ -1,4 +1,5 @@
-"""The Tracker: one MLflow run per network trained, all under one parent run per study.
+"""The Tracker: one MLflow run per network trained, all under one parent run per study, and
+beside them one run per block of diagnostics (beyond the paper).
 
 Only the process that runs the study writes to MLflow (networks are logged when they finish).
 Checkpoints stay with DVC: a run records their path and md5 (DVC's hash) in its tags, its
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager, suppress
@@ -27,6 +29,7 @@ from transferability.tracking.provenance import dataset_input, git_commit, sourc
 from transferability.tracking.store import ensure_store, retry, tracking_uri
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+DIAGNOSTICS = "diagnostics"  # the role tag of a block's diagnostics run
 MODEL = "model"  # the name of a base network's logged model
 log = logging.getLogger(__name__)
 
@@ -183,14 +186,22 @@ class Tracker:
         return self._search(q)
 
     def prune(self, networks: set[str], dry_run: bool = False) -> list[str]:
-        """Delete the runs of networks other than `networks` (with `dry_run`, only find them);
-        returns the networks.
+        """Delete the runs of networks other than `networks`, and the diagnostics of blocks none
+        of them is in (with `dry_run`, only find them); returns the networks (and blocks).
 
         Never automatic: a narrower study adds to the store, and only this removes runs."""
-        gone = [r for r in self._children() if r.data.tags.get("network") not in networks]
+        blocks = {n.rsplit("/", 1)[0] for n in networks}
+
+        def kept(run) -> bool:
+            tags = run.data.tags
+            if tags.get("role") == DIAGNOSTICS:
+                return tags.get("block") in blocks
+            return tags.get("network") in networks
+
+        gone = [r for r in self._children() if not kept(r)]
         for run in [] if dry_run else gone:
             self._delete(run)
-        return sorted({r.data.tags.get("network", "") for r in gone})
+        return sorted({r.data.tags.get("network") or _diagnostics_name(r.data.tags) for r in gone})
 
     def run_id_of(self, network: str) -> str:
         """The finished run of `network` ("" if none: one left RUNNING is not logged)."""
@@ -363,6 +374,62 @@ class Tracker:
             lines += ["", f"Registered model: `{self.registered_name(job)}`."]
         return "\n".join(lines)
 
+    def log_diagnostics(self, table, precision: str) -> list[str]:
+        """Record the diagnostics stage's table (diagnostics.COLUMNS): one run per block beside
+        the block's networks, replacing the block's earlier one, with each row's test accuracy,
+        validation accuracy and value (`diagnostic_metric` names them; an interpolation's
+        points are the steps of one metric, step = percent of the way), the block's rows as a
+        table artifact and the beyond.* settings as params. Returns the run ids."""
+        ids = []
+        for (split, seed), rows in table.groupby(["split", "seed"], sort=True):
+            block = f"{split}/s{seed}"
+            for old in self._children(f"tags.role = '{DIAGNOSTICS}' and tags.block = '{block}'"):
+                self._delete(old)
+            tags = {
+                **source_tags(),
+                "mlflow.parentRunId": self.parent_id,
+                "role": DIAGNOSTICS,
+                "block": block,
+                "split": split,
+                "seed": seed,
+                "diagnostics": ",".join(sorted(set(rows.diagnostic))),
+                "precision": precision,
+                "git_commit": git_commit() or "-",
+                "mlflow.note.content": (
+                    f"**Diagnostics of block {block}** (beyond the paper): "
+                    f"{', '.join(sorted(set(rows.diagnostic)))} on its networks' checkpoints; "
+                    "`accuracy` is on the target task's test images, `value` is the reference "
+                    "minus it (the stitching penalty, a reset layer's drop, the shortfall below "
+                    "the line, AnB+'s edge over the scale-matched start). The rows: "
+                    "`diagnostics.json` here, and the study's diagnostics.csv."
+                ),
+            }
+            end = int(time.time() * 1000)
+            start = end - int(float(rows.seconds.sum()) * 1000)
+            run = self.client.create_run(
+                self.experiment_id, run_name=_diagnostics_name(tags), tags=tags, start_time=start
+            )
+            metrics = [("seconds", float(rows.seconds.sum()), 0)]
+            for r in rows.itertuples():
+                step = round(100 * r.alpha) if r.diagnostic == "interpolation" else 0
+                for col in ("accuracy", "val_accuracy", "value"):
+                    x = float(getattr(r, col))
+                    if math.isfinite(x):
+                        metrics.append((f"{diagnostic_metric(r)}/{col}", x, step))
+            try:
+                params = _flatten(self.cfg.beyond.model_dump(), "beyond.")
+                self._log(run.info.run_id, params=params)
+                for i in range(0, len(metrics), 1000):  # log_batch: at most 1000 metrics
+                    self._log(run.info.run_id, metrics=metrics[i : i + 1000])
+                self.client.log_table(run.info.run_id, rows, "diagnostics.json")
+            except BaseException:  # no half-logged block: logged whole the next time
+                with suppress(Exception):
+                    self.client.delete_run(run.info.run_id)
+                raise
+            self.client.set_terminated(run.info.run_id, end_time=end)
+            ids.append(run.info.run_id)
+        return ids
+
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run FINISHED, FAILED or KILLED (a later stage may log to it again)."""
         if status not in STATUSES:
@@ -370,6 +437,20 @@ class Tracker:
         self._stop_system_metrics()
         self.client.set_terminated(self.parent_id, status=status)
         self.finished = status
+
+
+def diagnostic_metric(row) -> str:
+    """A diagnostics row's metric name (MLflow allows no `>` or `+`): diagnostic, direction (a
+    base's own task for reinit), cut, variant, e.g. stitching/A_to_B/n3/trained,
+    interpolation/B_to_A/n2/to_BnBplus, reinit/task_A/n1/fresh."""
+    direction = row.direction if isinstance(row.direction, str) else ""  # NaN read from a CSV
+    where = direction.replace("->", "_to_") if direction else f"task_{row.task}"
+    variant = str(row.variant).replace("+", "plus").replace(" ", "_")
+    return f"{row.diagnostic}/{where}/n{int(row.n)}/{variant}"
+
+
+def _diagnostics_name(tags: dict) -> str:
+    return f"diagnostics · {tags.get('block', '')}"
 
 
 def run_name(job) -> str:

@@ -158,6 +158,8 @@ def datasize(cfg, runs, bases, trust_rows):
     sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
     runs = runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv")
     _run_study(cfg, "datasize", runs, trust_rows, bases)
+    # the stage's checkpoint folder is a DVC output: there even when the sweep trains none
+    Path(cfg.study.models_dir, "datasize").mkdir(parents=True, exist_ok=True)
 
 
 # the results tables whose rows' md5s every checkpoint that a command reads must have

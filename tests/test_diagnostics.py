@@ -243,7 +243,7 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path, 
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
     assert code == 0, err
     assert "random0/s0: interpolation, reinit, stitching, transfusion" in out
-    assert "MLflow: 1 block(s) of diagnostics logged, parent " in out  # beside the networks
+    assert "MLflow: 1 block(s) of diagnostics logged beside their networks" in out
     d = pd.read_csv(tmp_path / "results/diagnostics.csv")
     assert list(d.columns) == COLUMNS
     per_direction = 2 + 2 * 3 + 1  # stitching (2 variants), 2 paths × 3 points, transfusion

@@ -114,9 +114,9 @@ def test_a_cpu_with_native_bf16_trains_and_records_bf16(tiny_study, tmp_path, mo
     msgs = []
     run_study(cfg, splits, ds, tmp_path / "runs.csv", which="bases", log=msgs.append)
     assert "0 done, 2 to train on cpu in fp32" in msgs[0]
-    assert (
-        "2 have rows trained in bf16: here they train again in fp32 (train.precision: auto)"
-        in (msgs[1])
+    assert msgs[1].startswith(
+        "2 of the networks to train have rows trained in bf16: here they train again in fp32 "
+        "(train.precision: auto), as new networks"
     )
     assert msgs[1].endswith("train.precision: bf16 resumes them instead")
 

@@ -24,6 +24,7 @@ from transferability.models import build, load_checkpoint, save_checkpoint
 from transferability.networks import Networks, plan
 from transferability.report import log_study_results
 from transferability.runner import read_runs, run_study, write_runs
+from transferability.splits import make_splits
 from transferability.tracking import provenance, store
 from transferability.tracking.provenance import git_commit, repo_root
 from transferability.tracking.store import EXPERIMENT, ensure_store, tracking_uri
@@ -194,7 +195,9 @@ def diagnostics_rows(split: str) -> list[dict]:
     ]
 
 
-def test_diagnostics_are_one_run_per_block_beside_its_networks(tiny_study, mlflow_store):
+def test_diagnostics_are_one_run_per_block_beside_its_networks(
+    tiny_study, mlflow_store, monkeypatch
+):
     cfg, splits, ds = tiny_study
     jobs = plan(cfg, splits)
     tracker = Tracker(cfg, Networks(cfg, splits, ds), jobs)
@@ -204,9 +207,10 @@ def test_diagnostics_are_one_run_per_block_beside_its_networks(tiny_study, mlflo
     ids = tracker.log_diagnostics(table, "fp32")  # a rerun replaces a block's run
     client = MlflowClient(mlflow_store)
     diag = [r for r in children(client)[1] if r.data.tags.get("role") == "diagnostics"]
-    assert len(ids) == 2 and sorted(r.info.run_id for r in diag) == sorted(ids)
-    assert not set(first) & set(ids)
-    run = client.get_run(ids[0])
+    assert list(ids) == ["random0/s0", "random1/s0"]
+    assert sorted(r.info.run_id for r in diag) == sorted(ids.values())
+    assert not set(first.values()) & set(ids.values())
+    run = client.get_run(ids["random0/s0"])
     tags, m = run.data.tags, run.data.metrics
     assert (tags["block"], tags["mlflow.parentRunId"]) == ("random0/s0", tracker.parent_id)
     assert run.info.run_name == "diagnostics · random0/s0" and run.info.status == "FINISHED"
@@ -214,15 +218,66 @@ def test_diagnostics_are_one_run_per_block_beside_its_networks(tiny_study, mlflo
     assert m["stitching/A_to_B/n2/trained/accuracy"] == 0.55
     assert "stitching/A_to_B/n2/trained/val_accuracy" not in m  # NaN: not a metric
     assert m["reinit/task_A/n1/init/value"] == 0.3 and m["seconds"] == 7.5
-    history = client.get_metric_history(ids[0], "interpolation/A_to_B/n2/to_BnBplus/accuracy")
-    assert [(h.step, h.value) for h in history] == [(0, 0.6), (50, 0.4), (100, 0.62)]
+    path = "interpolation/A_to_B/n2/to_BnBplus/accuracy"
+    history = client.get_metric_history(run.info.run_id, path)
+    assert [(h.step, h.value) for h in history] == [(0, 0.6), (1, 0.4), (2, 0.62)]
     assert run.data.params["beyond.stitch_epochs"] == str(cfg.beyond.stitch_epochs)
-    assert [a.path for a in client.list_artifacts(ids[0])] == ["diagnostics.json"]
+    [artifact] = client.list_artifacts(run.info.run_id)
+    logged = pd.read_csv(client.download_artifacts(run.info.run_id, artifact.path))
+    assert artifact.path == "diagnostics.csv" and len(logged) == 5
+    # a failed rerun leaves the block's earlier run, and no half-logged one
+    monkeypatch.setattr(tracker.client, "log_text", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tracker.log_diagnostics(table, "fp32")
+    diag = [r for r in children(client)[1] if r.data.tags.get("role") == "diagnostics"]
+    assert sorted(r.info.run_id for r in diag) == sorted(ids.values())
     # prune keeps the diagnostics of the study's blocks and drops the others'
     networks = {j.network for j in jobs}
     assert tracker.prune(networks, dry_run=True) == ["diagnostics · random1/s0"]
     tracker.prune(networks)
-    assert [r.info.run_id for r in children(client)[1]] == [ids[0]]
+    assert [r.info.run_id for r in children(client)[1]] == [ids["random0/s0"]]
+
+
+def test_a_study_trained_block_by_block_gets_each_blocks_diagnostics_under_its_parent(
+    tiny_study, tmp_path
+):
+    """by_block.sh trains a study one block at a time: each block's networks are under a parent
+    run of their own, and its diagnostics go there; a block with no logged bases is left out."""
+    cfg, _, ds = tiny_study
+    one, two = (make_splits(ds.classes, seeds, False) for seeds in ([0], [0, 1]))
+    block = Networks(cfg, one, ds)
+    trained = Tracker(cfg, block, plan(cfg, one))  # the block as by_block.sh trains it
+    for job in plan(cfg, one)[:2]:
+        row = base_row(block, job, tmp_path) | {"fingerprint": block.fingerprint(job)}
+        trained.log_network(job, row, [])
+    study = Tracker(cfg, Networks(cfg, two, ds), plan(cfg, two), create=False)
+    assert study.parent_id == "" and study.parent_id != trained.parent_id
+    rows = diagnostics_rows("random0") + diagnostics_rows("random1")
+    ids = study.log_diagnostics(pd.DataFrame(rows, columns=DIAGNOSTICS_COLUMNS), "fp32")
+    assert list(ids) == ["random0/s0"]  # random1's bases were never logged
+    run = study.client.get_run(ids["random0/s0"])
+    assert run.data.tags["mlflow.parentRunId"] == trained.parent_id
+
+
+def test_two_studies_of_the_same_networks_each_get_their_own_numbers(tiny_study, tmp_path):
+    """pipelines/beyond retrains the reference's first blocks: the same networks (name and
+    fingerprint) under two studies' parent runs; each study's summary goes to its own."""
+    cfg, _, ds = tiny_study
+    one, two = (make_splits(ds.classes, seeds, False) for seeds in ([0], [0, 1]))
+    parents = {}
+    for folder, splits in (("results", two), ("results/beyond", one)):
+        study = cfg.model_copy(
+            update={"study": cfg.study.model_copy(update={"results_dir": str(tmp_path / folder)})}
+        )
+        networks = Networks(study, splits, ds)
+        tracker = Tracker(study, networks, plan(study, splits))
+        job = plan(study, splits)[0]
+        tracker.log_network(job, base_row(networks, job, tmp_path), [])
+        parents[folder] = tracker.parent_id
+    assert len(set(parents.values())) == 2
+    for folder in parents:
+        files = tiny_results(tmp_path / folder, ["random0/s0/baseA"])
+        assert log_study_results(tmp_path / folder, files) == [parents[folder]]
 
 
 @pytest.fixture

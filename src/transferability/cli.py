@@ -215,23 +215,35 @@ def diagnostics(cfg, out, runs):
 
 
 def _log_blocks(cfg, splits, ds, table) -> None:
-    """The diagnostics in MLflow (study.mlflow): a run per block beside the study's networks,
-    under their parent run. A failure costs the MLflow record, never the table."""
+    """The diagnostics in MLflow (study.mlflow): a run per block beside the block's networks,
+    under their parent run. No store, no parent run or an error costs the MLflow record, never
+    the table: a note says so (the stage run again logs them; its finished blocks are kept)."""
     if not cfg.study.mlflow or table.empty:
         return
     from transferability.networks import Networks, plan
+    from transferability.tracking.store import sqlite_file, tracking_uri
     from transferability.tracking.tracker import Tracker
 
+    db = sqlite_file(tracking_uri())
+    if db is not None and not db.is_file():
+        click.echo(f"MLflow: no store at {db} (no network was logged): diagnostics not logged")
+        return
+    blocks = sorted(set(table.split + "/s" + table.seed.astype(str)))
     try:
         networks = Networks(cfg, splits, ds)
-        tracker = Tracker(cfg, networks, plan(cfg, splits), Path(cfg.data.prepared), create=False)
-        if not tracker.parent_id:
-            click.echo("MLflow: no parent run holds the study's networks: diagnostics not logged")
-            return
+        tracker = Tracker(cfg, networks, plan(cfg, splits), create=False)
         ids = tracker.log_diagnostics(table, networks.precision)
-        click.echo(f"MLflow: {len(ids)} block(s) of diagnostics logged, parent {tracker.parent_id}")
     except Exception as e:
-        click.echo(f"MLflow: diagnostics not logged ({type(e).__name__}: {str(e)[:300]})")
+        click.echo(
+            f"MLflow: diagnostics not (all) logged ({type(e).__name__}: {str(e)[:300]}); the "
+            "table is kept, and the command run again logs them"
+        )
+        return
+    missing = [b for b in blocks if b not in ids]
+    click.echo(
+        f"MLflow: {len(ids)} block(s) of diagnostics logged beside their networks"
+        + (f"; no run of the bases of {', '.join(missing)}: not logged" if missing else "")
+    )
 
 
 @cli.command()

@@ -312,10 +312,10 @@ def _say_other_precision(networks: Networks, cfg: Config, rows: list[dict], log)
     if other:
         n = sum(r["precision"] in other for r in rows)
         log(
-            f"of these, {n} have rows trained in {', '.join(other)}: here they train again in "
-            f"{networks.precision} "
-            f"(train.precision: {cfg.train.precision}), as new networks; train.precision: "
-            f"{other[0]} resumes them instead"
+            f"{n} of the networks to train have rows trained in {', '.join(other)}: here they "
+            f"train again in {networks.precision} (train.precision: {cfg.train.precision}), as "
+            f"new networks; if no other setting changed, train.precision: {other[0]} resumes "
+            "them instead"
         )
 
 

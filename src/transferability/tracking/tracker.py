@@ -86,7 +86,10 @@ class Tracker:
         self.data_file = Path(data_file) if has_data else None
         self.data_md5 = md5_file(data_file) if has_data else ""
         self.dataset_name = f"{identify(cfg, networks.dataset.classes).name} prepared"
-        bases = sorted(networks.fingerprint(j) for j in plan if j.treatment == "base")
+        self.base_fingerprints = {
+            j.network: networks.fingerprint(j) for j in plan if j.treatment == "base"
+        }
+        bases = sorted(self.base_fingerprints.values())
         self.study_id = hashlib.sha256("/".join(bases).encode()).hexdigest()[:12]
         self.parent_id = self._parent(plan, create)
 
@@ -174,20 +177,22 @@ class Tracker:
 
     def repair(self) -> list[str]:
         """Delete what a study killed while logging left behind: child runs still RUNNING (every
-        run `log_network` completes is FINISHED) and the models they left PENDING; the runner
-        then logs their networks anew. Returns those networks."""
+        run `log_network` and `log_diagnostics` completes is FINISHED) and the models they left
+        PENDING; the runner then logs their networks anew (a block's diagnostics, the next
+        diagnostics stage). Returns those networks."""
         stale = self._children("attributes.status = 'RUNNING'")
         for run in stale:
             self._delete(run)
-        return sorted({r.data.tags.get("network", "") for r in stale})
+        return sorted({r.data.tags["network"] for r in stale if r.data.tags.get("network")})
 
     def _children(self, extra: str = ""):
         q = f"tags.mlflow.parentRunId = '{self.parent_id}'" + (f" and {extra}" if extra else "")
         return self._search(q)
 
     def prune(self, networks: set[str], dry_run: bool = False) -> list[str]:
-        """Delete the runs of networks other than `networks`, and the diagnostics of blocks none
-        of them is in (with `dry_run`, only find them); returns the networks (and blocks).
+        """Delete the runs of networks other than `networks`, and the diagnostics runs of blocks
+        none of them is in (with `dry_run`, only find them); returns the networks and those
+        runs' names (`diagnostics · <block>`).
 
         Never automatic: a narrower study adds to the store, and only this removes runs."""
         blocks = {n.rsplit("/", 1)[0] for n in networks}
@@ -374,61 +379,87 @@ class Tracker:
             lines += ["", f"Registered model: `{self.registered_name(job)}`."]
         return "\n".join(lines)
 
-    def log_diagnostics(self, table, precision: str) -> list[str]:
-        """Record the diagnostics stage's table (diagnostics.COLUMNS): one run per block beside
-        the block's networks, replacing the block's earlier one, with each row's test accuracy,
-        validation accuracy and value (`diagnostic_metric` names them; an interpolation's
-        points are the steps of one metric, step = percent of the way), the block's rows as a
-        table artifact and the beyond.* settings as params. Returns the run ids."""
-        ids = []
+    def log_diagnostics(self, table, precision: str) -> dict[str, str]:
+        """Record the diagnostics stage's table (diagnostics.COLUMNS): one run per block, under
+        the parent run of the block's bases (a study trained block by block, as by_block.sh
+        does, has one per block; else the study's), with each row's accuracy, validation
+        accuracy and value as metrics (`diagnostic_metric` names them; an interpolation's points
+        are the steps 0, 1, ... of one metric, from AnB+ to the other end), the block's rows as
+        diagnostics.csv and the beyond.* settings as params. A block's earlier run is deleted
+        once its new one is complete. Returns {block: run id}; a block whose bases have no run
+        (and no study parent) is left out."""
+        ids = {}
         for (split, seed), rows in table.groupby(["split", "seed"], sort=True):
             block = f"{split}/s{seed}"
-            for old in self._children(f"tags.role = '{DIAGNOSTICS}' and tags.block = '{block}'"):
-                self._delete(old)
+            parent = self._block_parent(block)
+            if not parent:
+                continue
+            which = ", ".join(sorted(set(rows.diagnostic)))
             tags = {
                 **source_tags(),
-                "mlflow.parentRunId": self.parent_id,
+                "mlflow.parentRunId": parent,
                 "role": DIAGNOSTICS,
                 "block": block,
                 "split": split,
                 "seed": seed,
-                "diagnostics": ",".join(sorted(set(rows.diagnostic))),
+                "diagnostics": which.replace(" ", ""),
                 "precision": precision,
                 "git_commit": git_commit() or "-",
                 "mlflow.note.content": (
-                    f"**Diagnostics of block {block}** (beyond the paper): "
-                    f"{', '.join(sorted(set(rows.diagnostic)))} on its networks' checkpoints; "
-                    "`accuracy` is on the target task's test images, `value` is the reference "
-                    "minus it (the stitching penalty, a reset layer's drop, the shortfall below "
-                    "the line, AnB+'s edge over the scale-matched start). The rows: "
-                    "`diagnostics.json` here, and the study's diagnostics.csv."
+                    f"**Diagnostics of block {block}** (beyond the paper): {which} on its "
+                    "networks' checkpoints. `accuracy` is on the test images of the task scored "
+                    "(the target; a reset base's own task), `value` is the reference minus it "
+                    "(the stitching penalty, a reset layer's drop, the shortfall below the line, "
+                    "AnB+'s edge over the scale-matched start). The rows: `diagnostics.csv` "
+                    "here, and the study's diagnostics.csv."
                 ),
             }
+            metrics = [("seconds", float(rows.seconds.sum()), 0)]
+            for _, path in rows.groupby(
+                [rows.diagnostic, rows.direction, rows.task, rows.n, rows.variant],
+                sort=False,
+                dropna=False,
+            ):
+                for step, r in enumerate(path.sort_values("alpha").itertuples()):
+                    for col in ("accuracy", "val_accuracy", "value"):
+                        x = float(getattr(r, col))
+                        if math.isfinite(x):
+                            metrics.append((f"{diagnostic_metric(r)}/{col}", x, step))
+            old = self._search(
+                f"tags.mlflow.parentRunId = '{parent}' and tags.role = '{DIAGNOSTICS}' and "
+                f"tags.block = '{block}'"
+            )
             end = int(time.time() * 1000)
             start = end - int(float(rows.seconds.sum()) * 1000)
             run = self.client.create_run(
                 self.experiment_id, run_name=_diagnostics_name(tags), tags=tags, start_time=start
             )
-            metrics = [("seconds", float(rows.seconds.sum()), 0)]
-            for r in rows.itertuples():
-                step = round(100 * r.alpha) if r.diagnostic == "interpolation" else 0
-                for col in ("accuracy", "val_accuracy", "value"):
-                    x = float(getattr(r, col))
-                    if math.isfinite(x):
-                        metrics.append((f"{diagnostic_metric(r)}/{col}", x, step))
             try:
-                params = _flatten(self.cfg.beyond.model_dump(), "beyond.")
-                self._log(run.info.run_id, params=params)
+                self._log(run.info.run_id, params=_flatten(self.cfg.beyond.model_dump(), "beyond."))
                 for i in range(0, len(metrics), 1000):  # log_batch: at most 1000 metrics
                     self._log(run.info.run_id, metrics=metrics[i : i + 1000])
-                self.client.log_table(run.info.run_id, rows, "diagnostics.json")
-            except BaseException:  # no half-logged block: logged whole the next time
+                self.client.log_text(run.info.run_id, rows.to_csv(index=False), "diagnostics.csv")
+                self.client.set_terminated(run.info.run_id, end_time=end)
+            except BaseException:  # no half-logged block: the earlier run, if any, stays
                 with suppress(Exception):
                     self.client.delete_run(run.info.run_id)
                 raise
-            self.client.set_terminated(run.info.run_id, end_time=end)
-            ids.append(run.info.run_id)
+            for earlier in old:
+                self._delete(earlier)
+            ids[block] = run.info.run_id
         return ids
+
+    def _block_parent(self, block: str) -> str:
+        """The parent run of `block`'s bases as this study configures them (their fingerprints),
+        else the study's own ("" if neither)."""
+        for network, fingerprint in sorted(self.base_fingerprints.items()):
+            if network.rsplit("/", 1)[0] != block:
+                continue
+            query = f"tags.network = '{network}' and tags.fingerprint = '{fingerprint}'"
+            for run in self._search(query + " and attributes.status = 'FINISHED'"):
+                if parent := run.data.tags.get("mlflow.parentRunId"):
+                    return parent
+        return self.parent_id
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run FINISHED, FAILED or KILLED (a later stage may log to it again)."""

@@ -84,12 +84,6 @@ def log_study_results(
         return note(f"the study's summary is not logged ({type(e).__name__}: {str(e)[:300]})")
 
 
-def _results_dir(client, run_id: str) -> Path | None:
-    """The results folder a parent run's study wrote (its study.results_dir param), resolved."""
-    folder = client.get_run(run_id).data.params.get("study.results_dir")
-    return Path(folder).resolve() if folder else None
-
-
 def _log_study_results(results_dir, artifacts, uri, note) -> list[str]:
     from mlflow.entities import Metric, RunTag
 
@@ -106,10 +100,12 @@ def _log_study_results(results_dir, artifacts, uri, note) -> list[str]:
             and r.data.tags.get("mlflow.parentRunId")
         }
     )
-    parents = [p for p in parents if client.get_run(p).info.lifecycle_stage == "active"]
+    parent_runs = {p: client.get_run(p) for p in parents}
+    parents = [p for p in parents if parent_runs[p].info.lifecycle_stage == "active"]
     # two studies can hold the same networks (pipelines/beyond retrains the reference's first
     # blocks): the parents whose study writes `results_dir`, where the store says so
-    own = [p for p in parents if _results_dir(client, p) == results_dir.resolve()]
+    folder = {p: parent_runs[p].data.params.get("study.results_dir") for p in parents}
+    own = [p for p in parents if folder[p] and Path(folder[p]).resolve() == results_dir.resolve()]
     parents = own or parents
     if not parents:
         return note(f"no parent run holds the networks of {results_dir / 'runs.csv'}")

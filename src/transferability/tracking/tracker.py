@@ -394,7 +394,7 @@ class Tracker:
             parent = self._block_parent(block)
             if not parent:
                 continue
-            which = ", ".join(sorted(set(rows.diagnostic)))
+            names, seconds = sorted(set(rows.diagnostic)), float(rows.seconds.sum())
             tags = {
                 **source_tags(),
                 "mlflow.parentRunId": parent,
@@ -402,19 +402,19 @@ class Tracker:
                 "block": block,
                 "split": split,
                 "seed": seed,
-                "diagnostics": which.replace(" ", ""),
+                "diagnostics": ",".join(names),
                 "precision": precision,
                 "git_commit": git_commit() or "-",
                 "mlflow.note.content": (
-                    f"**Diagnostics of block {block}** (beyond the paper): {which} on its "
-                    "networks' checkpoints. `accuracy` is on the test images of the task scored "
-                    "(the target; a reset base's own task), `value` is the reference minus it "
-                    "(the stitching penalty, a reset layer's drop, the shortfall below the line, "
-                    "AnB+'s edge over the scale-matched start). The rows: `diagnostics.csv` "
-                    "here, and the study's diagnostics.csv."
+                    f"**Diagnostics of block {block}** (beyond the paper): {', '.join(names)} "
+                    "on its networks' checkpoints. `accuracy` is on the test images of the "
+                    "task scored (the target; a reset base's own task), `value` is the "
+                    "reference minus it (the stitching penalty, a reset layer's drop, the "
+                    "shortfall below the line, AnB+'s edge over the scale-matched start). The "
+                    "rows: `diagnostics.csv` here, and the study's diagnostics.csv."
                 ),
             }
-            metrics = [("seconds", float(rows.seconds.sum()), 0)]
+            metrics = [("seconds", seconds, 0)]
             for _, path in rows.groupby(
                 [rows.diagnostic, rows.direction, rows.task, rows.n, rows.variant],
                 sort=False,
@@ -430,7 +430,7 @@ class Tracker:
                 f"tags.block = '{block}'"
             )
             end = int(time.time() * 1000)
-            start = end - int(float(rows.seconds.sum()) * 1000)
+            start = end - int(seconds * 1000)
             run = self.client.create_run(
                 self.experiment_id, run_name=_diagnostics_name(tags), tags=tags, start_time=start
             )

@@ -1,6 +1,7 @@
 """Beyond the paper: linear CKA, the target-size sweep's plan and its claim."""
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,13 @@ def test_the_sweep_trains_on_the_smaller_sets_and_refuses_without_the_study_base
     assert {int(r["train_images"]) for r in rows} == {4 * 5}  # 4 images of each of 5 classes
     assert len(read_runs(tmp_path / "runs.csv")) == 2 + 2 * 2 * 5  # the study's table untouched
 
-    cka = layer_similarity(cfg, splits, ds, log=lambda *_: None)
+    cka = layer_similarity(cfg, splits, ds, log=lambda *_: None, out=tmp_path / "cka.csv")
+    kept = (tmp_path / "cka.csv").read_bytes()
+    shutil.move(cfg.study.models_dir, tmp_path / "elsewhere")  # a later session, another machine
+    msgs = []
+    again = layer_similarity(cfg, splits, ds, log=msgs.append, out=tmp_path / "cka.csv")
+    assert msgs[0].startswith("random0/s0: done before, kept") and len(again) == len(cka)
+    assert (tmp_path / "cka.csv").read_bytes() == kept
     # baseA vs baseB at 5 layers; AnB+ and BnB+ at cuts 1, 3, both directions, 5 layers each
     assert len(cka) == 5 + 2 * 2 * 2 * 5
     assert cka.cka.between(0, 1 + 1e-9).all()

@@ -1,6 +1,7 @@
 """Beyond the paper, part 2: the four diagnostics on small constructed networks and data."""
 
 import math
+import shutil
 import time
 
 import numpy as np
@@ -28,7 +29,7 @@ from transferability.diagnostics import (
 from transferability.models import NetConfig, build
 from transferability.networks import Networks, base_job, derive_seed
 from transferability.tracking.store import EXPERIMENT
-from transferability.train import DeviceTask, train
+from transferability.train import DeviceTask, machine, train
 
 from .factories import learnable_dataset, run, tiny_project
 
@@ -245,7 +246,7 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path, 
     assert "random0/s0: interpolation, reinit, stitching, transfusion" in out
     assert "MLflow: 1 block(s) of diagnostics logged beside their networks" in out
     d = pd.read_csv(tmp_path / "results/diagnostics.csv")
-    assert list(d.columns) == COLUMNS
+    assert list(d.columns) == [*COLUMNS, "machine", "precision", "block_key"]
     per_direction = 2 + 2 * 3 + 1  # stitching (2 variants), 2 paths × 3 points, transfusion
     assert len(d) == 2 * 5 * 2 + 2 * per_direction  # reinit: 2 bases × 5 layers × 2 draws
     assert set(d[d.diagnostic != "reinit"].n) == {2}  # the study's cut
@@ -254,24 +255,34 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path, 
     runs = pd.read_csv(tmp_path / "results/runs.csv").set_index("network")
     tf = d[(d.diagnostic == "transfusion") & (d.direction == "A->B")].iloc[0]
     assert tf.reference == pytest.approx(runs.loc["random0/s0/A2B+", "test_acc"], abs=1e-6)
-    # a rerun (a stage stopped after this block) takes the finished block instead of computing
-    # it again, and writes the same table; other settings compute it anew
+    # a rerun (a stage stopped after this block, or a later session on another machine, whose
+    # checkpoints are gone) keeps the finished block instead of computing it again, and writes
+    # the same table; other settings compute it anew
     table = (tmp_path / "results/diagnostics.csv").read_bytes()
+    shutil.move(tmp_path / "models", tmp_path / "elsewhere")
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)
-    assert code == 0 and "random0/s0: interpolation, reinit, stitching, transfusion (done" in out
+    assert code == 0 and "random0/s0: done before, kept" in out, err
+    lr = ["--set", "beyond.stitch_lr=0.01"]  # a block to compute, whose checkpoints are gone:
+    code, out, err = run(monkeypatch, capsys, "diagnostics", *fast, *lr)
+    assert code == 2 and "to read are not on this machine (random0/s0/baseA" in err, err
+    assert (tmp_path / "results/diagnostics.csv").read_bytes() == table  # refused before writing
+    shutil.move(tmp_path / "elsewhere", tmp_path / "models")
     client = MlflowClient(mlflow_store)
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert [r.info.run_name for r in runs if r.data.tags.get("role") == "diagnostics"] == [
         "diagnostics · random0/s0"
     ]  # the rerun's replaced the first
     assert (tmp_path / "results/diagnostics.csv").read_bytes() == table  # `seconds` too
-    lr = ["--set", "beyond.stitch_lr=0.01"]
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast, *lr)
     assert code == 0 and "done before" not in out
     code, out, err = run(monkeypatch, capsys, "diagnostics", *fast)  # back: computed again
     assert code == 0 and "done before" not in out
+    code, out, err = run(monkeypatch, capsys, "diagnostics", *fast, "--block", "random1/s0")
+    assert code == 2 and "--block: random1/s0 not among the study's blocks (random0/s0)" in err
     again = pd.read_csv(tmp_path / "results/diagnostics.csv")
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), d.drop(columns="seconds"))
+    trained_in = set(pd.read_csv(tmp_path / "results/runs.csv").precision)  # where they ran
+    assert (again.machine == machine()).all() and set(again.precision) == trained_in
     code, _out, err = run(monkeypatch, capsys, "analyze")
     assert code == 0, err
     claims = pd.read_csv(tmp_path / "results/claims.csv").set_index("claim")

@@ -154,8 +154,14 @@ def test_a_damaged_base_is_never_copied_nor_read(tiny_study, tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"baseB.*train-bases"):
         run_study(cfg, splits, ds, runs, which="transfers", **QUIET)
     assert runs.read_bytes() == before and not ckpt(cfg, "B1B").exists()
+    with pytest.raises(FileNotFoundError, match=r"4 checkpoint\(s\) to read are not on this"):
+        layer_similarity(with_(cfg, "beyond", blocks=1), splits, ds, **QUIET)  # no AnB+, BnB+
+    for name in ("A1B+", "B1B+", "B1A+", "A1A+"):  # there (unread: the bases are read first)
+        ckpt(cfg, name).write_bytes(b"")
     with pytest.raises(CheckpointMismatch, match=r"baseB\.pt is damaged"):
         layer_similarity(with_(cfg, "beyond", blocks=1), splits, ds, **QUIET)
+    for name in ("A1B+", "B1B+", "B1A+", "A1A+"):
+        ckpt(cfg, name).unlink()
     with pytest.raises(ValueError, match=r"baseB\.pt is damaged"):
         load_checkpoint(ckpt(cfg, "baseB"))
     msgs = []

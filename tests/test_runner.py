@@ -216,3 +216,68 @@ def test_the_pilot_trains_each_budget_once_and_scores_it_on_validation(tiny_stud
     msgs = []
     again = run_pilot(cfg, ds, splits[0], [(8, 1), (8, 2)], ["A"], [0], out, log=msgs.append)
     assert not msgs and again.val_acc.tolist() == rows.val_acc.tolist()  # nothing retrained
+
+
+def test_a_checkpoint_reading_stage_keeps_finished_blocks_and_computes_only_what_changed(tmp_path):
+    import pandas as pd
+
+    from transferability.runner import blockwise
+
+    out, calls, msgs = tmp_path / "table.csv", [], []
+    r0, r1 = ("random0", 0), ("random1", 0)
+
+    def compute(todo):
+        calls.append([f"{s}/s{k}" for s, k in todo])
+        for split, seed in todo:
+            yield (split, seed), pd.DataFrame({"split": [split], "seed": [seed], "v": [0.25]})
+
+    def run(keys, only=None, fn=compute):
+        stamp = {"machine": "here", "precision": "fp32"}
+        return blockwise(out, keys, fn, ["split", "seed", "v"], stamp, only, msgs.append)
+
+    first = run({r0: "a", r1: "b"})
+    assert calls == [["random0/s0", "random1/s0"]] and len(first) == 2
+    assert list(first.columns) == ["split", "seed", "v", "machine", "precision", "block_key"]
+    table = out.read_bytes()
+    run({r0: "a", r1: "b"})  # nothing changed (its checkpoints need not be there): all kept
+    assert calls[-1] == [] and out.read_bytes() == table
+    assert any(m.startswith("random0/s0: done before, kept") for m in msgs)
+    run({r0: "a", r1: "b2"})  # a network of random1 retrained (another md5): that block only
+    assert calls[-1] == ["random1/s0"]
+    run({r0: "a2", r1: "b3"}, only=["random1/s0"])  # narrowed: random0 left out, and said
+    assert calls[-1] == ["random1/s0"] and set(pd.read_csv(out).split) == {"random1"}
+    assert "not computed yet (--block): random0/s0" in msgs[-1]
+    run({r1: "b3"})  # a block the study no longer holds is dropped
+    assert set(pd.read_csv(out).split) == {"random1"}
+
+    def stops(todo):  # a stage stopped half-way keeps the blocks it finished
+        yield next(iter(compute(todo[:1])))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run({r0: "a", r1: "b4"}, fn=stops)
+    assert set(pd.read_csv(out).split) == {"random0"}  # random1's old key no longer held
+    with pytest.raises(ValueError, match=r"--block: random9/s0 not among.*random0/s0"):
+        run({r0: "a"}, only=["random9/s0"])
+    out.write_text("split,seed,v\nrandom0,0,0.5\n")  # written before blocks were kept
+    run({r0: "a"})
+    assert calls[-1] == ["random0/s0"]
+
+
+def test_a_block_key_needs_the_recorded_md5_of_every_network_it_reads(tiny_study, tmp_path):
+    from transferability.networks import Networks, base_job
+    from transferability.runner import block_key, need_checkpoints
+
+    cfg, splits, ds = tiny_study
+    nets = Networks(with_(no_mlflow(cfg), "study", models_dir=str(tmp_path / "m")), splits, ds)
+    jobs = [base_job("random0", "random", 0, t) for t in ("A", "B")]
+    md5s = {"random0/s0/baseA": "aa", "random0/s0/baseB": "bb"}
+    key = block_key(md5s, nets, jobs, version=1)
+    assert key != block_key({**md5s, "random0/s0/baseB": "cc"}, nets, jobs, version=1)
+    assert key != block_key(md5s, nets, jobs, version=2)
+    with pytest.raises(
+        ValueError, match=r"no results row records the checkpoint of random0/s0/baseB"
+    ):
+        block_key({"random0/s0/baseA": "aa"}, nets, jobs, version=1)
+    with pytest.raises(FileNotFoundError, match=r"2 checkpoint\(s\) to read are not on this"):
+        need_checkpoints(nets, jobs)

@@ -167,7 +167,14 @@ _md5_tables = click.option(
     "--runs",
     multiple=True,
     help="Results tables whose rows' md5s every checkpoint read must have "
-    "[default: <results_dir>/runs.csv, if there].",
+    "[default: <results_dir>/runs_bases.csv and runs_transfers.csv, else runs.csv].",
+)
+_only_blocks = click.option(
+    "--block",
+    "blocks",
+    multiple=True,
+    help="Compute only these blocks now (random1/s0; repeat for more), keeping the others' rows "
+    "as they are [default: every block not done before].",
 )
 
 
@@ -175,25 +182,38 @@ _md5_tables = click.option(
 @with_params
 @click.option("--out", default=None, help="CKA table [default: <results_dir>/cka.csv].")
 @_md5_tables
-def similarity(cfg, out, runs):
+@_only_blocks
+def similarity(cfg, out, runs, blocks):
     """Linear CKA, layer by layer, between baseA and baseB and between every fine-tuned network
     and the base it copied, on the same test images (beyond the paper; inference only)."""
     from transferability.similarity import layer_similarity
 
-    _write_checked(cfg, runs, out, "cka.csv", layer_similarity, "layer comparisons")
+    _write_checked(cfg, runs, out, blocks, "cka.csv", layer_similarity, "layer comparisons")
 
 
-def _write_checked(cfg, runs, out: str | None, default: str, compute, what: str, then=None):
+def _default_tables(cfg) -> list[Path]:
+    """The study's runs tables: the stages' (runs_bases.csv, runs_transfers.csv) where they are
+    there, else <results_dir>/runs.csv if there."""
+    results = Path(cfg.study.results_dir)
+    stages = [results / "runs_bases.csv", results / "runs_transfers.csv"]
+    return (
+        stages
+        if all(p.is_file() for p in stages)
+        else [p for p in [_runs_path(cfg, None)] if p.is_file()]
+    )
+
+
+def _write_checked(cfg, runs, out, blocks, default: str, compute, what: str, then=None):
     """The similarity and diagnostics commands: `runner.write_checked` on the given runs tables
-    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`); then
-    `then(cfg, splits, dataset, table)` if given."""
+    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`), computing
+    only `blocks` if any are named; then `then(cfg, splits, dataset, table)` if given."""
     from transferability.runner import write_checked
 
     ds, t = _dataset(cfg), time.perf_counter()
-    tables = [Path(r) for r in runs] or [p for p in [_runs_path(cfg, None)] if p.is_file()]
+    tables = [Path(r) for r in runs] or _default_tables(cfg)
     out = Path(out) if out else Path(cfg.study.results_dir) / default
     splits = load_splits(cfg, ds.classes)
-    table = write_checked(compute, cfg, splits, ds, tables, out, click.echo)
+    table = write_checked(compute, cfg, splits, ds, tables, out, click.echo, blocks or None)
     click.echo(f"{len(table)} {what} → {out} ({time.perf_counter() - t:.0f}s)")
     if then is not None:
         then(cfg, splits, ds, table)
@@ -203,21 +223,32 @@ def _write_checked(cfg, runs, out: str | None, default: str, compute, what: str,
 @with_params
 @click.option("--out", default=None, help="Table [default: <results_dir>/diagnostics.csv].")
 @_md5_tables
-def diagnostics(cfg, out, runs):
+@_only_blocks
+def diagnostics(cfg, out, runs, blocks):
     """Model stitching, layer re-initialisation, interpolation after fine-tuning and weight
     scale alone (beyond.diagnostics) on the first beyond.blocks random blocks (beyond the paper;
     transfusion trains, the others are inference or train a stitch only)."""
     from transferability.diagnostics import network_diagnostics
 
     _write_checked(
-        cfg, runs, out, "diagnostics.csv", network_diagnostics, "diagnostic rows", _log_blocks
+        cfg,
+        runs,
+        out,
+        blocks,
+        "diagnostics.csv",
+        network_diagnostics,
+        "diagnostic rows",
+        _log_blocks,
     )
 
 
 def _log_blocks(cfg, splits, ds, table) -> None:
     """The diagnostics in MLflow (study.mlflow): a run per block beside the block's networks,
     under their parent run. No store, no parent run or an error costs the MLflow record, never
-    the table: a note says so (the stage run again logs them; its finished blocks are kept)."""
+    the table: a note says so. Only the blocks computed now are logged (a block kept from before
+    was logged when computed)."""
+    computed = table.attrs.get("computed", [])  # a block kept from before was logged then
+    table = table[(table.split + "/s" + table.seed.astype(str)).isin(computed)]
     if not cfg.study.mlflow or table.empty:
         return
     from transferability.networks import Networks, plan
@@ -236,7 +267,7 @@ def _log_blocks(cfg, splits, ds, table) -> None:
     except Exception as e:
         click.echo(
             f"MLflow: diagnostics not (all) logged ({type(e).__name__}: {str(e)[:300]}); the "
-            "table is kept, and the command run again logs them"
+            "table is kept"
         )
         return
     missing = [b for b in blocks if b not in ids]

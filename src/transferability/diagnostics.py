@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -49,21 +48,25 @@ from torch import nn
 from transferability import data as data_mod
 from transferability.config import HOW_IT_RUNS, BeyondConfig, Config, TrainConfig
 from transferability.executors import worker_threads
-from transferability.io import md5_file, write_json
 from transferability.models import TransferNet, build
 from transferability.networks import Job, Networks, base_job, derive_seed, sweep_blocks
+from transferability.runner import block_key, blockwise, need_checkpoints
 from transferability.splits import Split
 from transferability.train import (
     DeviceTask,
     autocast,
     batch_crop_flip,
     evaluate,
+    machine,
     partial_key,
-    runs_on,
     train,
 )
 
 DIAGNOSTICS = ("stitching", "reinit", "interpolation", "transfusion")
+# the version of the diagnostics' rows, in each block's key (runner.blockwise): raise it with a
+# change here or in what they call (training, the networks) that changes them, and the finished
+# blocks are computed again; a change that leaves the rows as they were keeps them
+VERSION = 1
 COLUMNS = [
     "split",
     "seed",
@@ -353,74 +356,61 @@ def network_diagnostics(
     dataset: data_mod.Dataset,
     log: Callable = print,
     md5s: dict[str, str] | None = None,
+    out: Path | None = None,
+    only: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """The diagnostics of `beyond.diagnostics` on the first `beyond.blocks` random blocks, at
-    `diagnostic_cuts`: one table (COLUMNS). Every checkpoint read must be the network the study
-    now configures (`Networks.load`) and, where `md5s` (network → md5, from its results row) names
-    it, have those bytes.
+    `diagnostic_cuts`: one table (COLUMNS, then runner.BLOCK_COLUMNS), written to `out` block by
+    block. Every checkpoint read must be the network the study now configures (`Networks.load`)
+    and, where `md5s` (network → md5, from its results row) names it, have those bytes.
 
-    A long stage resumes: each finished block's rows are kept in the study's `.partial` folder
-    (`Networks.partial_dir`) under a key of everything that decides them (the settings, the code
-    that computes them, this machine and precision, the md5 of every checkpoint the block
-    reads), and a transfusion network saves its state as training does; a rerun takes a block
-    whose key still matches instead of computing it again."""
+    A block is kept across sessions and machines (`runner.blockwise`): its rows in `out` stand
+    while everything that decides them (the settings, VERSION, the precision, and the
+    fingerprint and recorded md5 of every network it reads) is unchanged,
+    even where the checkpoints are gone; `only` computes just the named blocks now. A
+    transfusion network saves its state as training does."""
     which = set(cfg.beyond.diagnostics)
     if not which:  # a study without diagnostics (the reference's): no checkpoint is read
-        return pd.DataFrame(columns=COLUMNS)
+        return blockwise(out, {}, lambda todo: [], COLUMNS, {}, only, log)
     # as the study's networks train: study.workers blocks at once, `worker_threads` each
     threads = worker_threads(cfg)
     torch.set_num_threads(threads)
     networks = Networks(cfg, splits, dataset)
-    blocks = sweep_blocks(cfg, splits)
-    keys, paths, done = {}, {}, {}
-    for split, seed in blocks:
-        block = (split, seed)
-        keys[block] = _block_key(cfg, networks, split, seed, md5s)
-        paths[block] = networks.partial_dir / "diagnostics" / f"{split}-s{seed}.json"
-        rows = _saved_block(paths[block], keys[block])
-        if rows is not None:
-            done[block] = rows
-            log(f"{split}/s{seed}: {', '.join(sorted(which))} (done before, kept: {paths[block]})")
-    todo = [b for b in blocks if b not in done]
-    for block, rows, seconds in _compute(cfg, splits, networks, todo, keys, md5s, threads):
-        split, seed = block
-        write_json(paths[block], {"key": keys[block], "rows": rows.to_dict("records")})
-        for state in paths[block].parent.glob(f"{split}-s{seed}-*-scale.pt"):  # transfusions'
-            state.unlink()
-        log(f"{split}/s{seed}: {', '.join(sorted(which))} ({seconds:.0f}s)")
-        done[block] = rows
-    out = [done[b] for b in blocks]
-    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
-    return table.reindex(columns=COLUMNS)
+    keys = {b: _block_key(cfg, networks, *b, md5s) for b in sweep_blocks(cfg, splits)}
+
+    def compute(todo):
+        need_checkpoints(networks, [j for b in todo for j in _block_jobs(cfg, networks, *b)])
+        states = networks.partial_dir / "diagnostics"  # the transfusions' saved states
+        for (split, seed), rows, seconds in _compute(
+            cfg, splits, networks, todo, keys, md5s, threads
+        ):
+            for state in states.glob(f"{split}-s{seed}-*-scale.pt"):
+                state.unlink()
+            log(f"{split}/s{seed}: {', '.join(sorted(which))} ({seconds:.0f}s)")
+            yield (split, seed), rows
+
+    stamp = {"machine": machine(), "precision": networks.precision}
+    return blockwise(out, keys, compute, COLUMNS, stamp, only, log)
 
 
 def _block_key(
     cfg: Config, networks: Networks, split: str, seed: int, md5s: dict[str, str] | None
 ) -> str:
-    """Everything that decides a block's diagnostics, as text (`network_diagnostics`)."""
-    jobs = _block_jobs(cfg, networks, split, seed)
+    """Everything that decides a block's diagnostics, as text (`network_diagnostics`): not where
+    they ran, which each row records (machine), nor the checkpoints on disk, which the rows'
+    md5s stand for (every one read is checked against them)."""
     b = cfg.beyond
-    return json.dumps(
-        {
-            "diagnostics": b.diagnostics,
-            "settings": [b.stitch_epochs, b.stitch_lr, b.interpolation_points],
-            "cuts": diagnostic_cuts(cfg),
-            "directions": cfg.study.directions,
-            "code": CODE_DIGEST,
-            "train": cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
-            "runs_on": runs_on(networks.device),
-            "precision": networks.precision,
-            # each network as configured now, the bytes its row records and those on disk
-            "checkpoints": {
-                j.network: [
-                    networks.fingerprint(j),
-                    (md5s or {}).get(j.network, ""),
-                    _md5_of(networks, j),
-                ]
-                for j in jobs
-            },
-        },
-        sort_keys=True,
+    return block_key(
+        md5s,
+        networks,
+        _block_jobs(cfg, networks, split, seed),
+        version=VERSION,
+        diagnostics=b.diagnostics,
+        settings=[b.stitch_epochs, b.stitch_lr, b.interpolation_points],
+        cuts=diagnostic_cuts(cfg),
+        directions=cfg.study.directions,
+        train=cfg.train.model_dump(exclude=set(_HOW_IT_RUNS)),
+        precision=networks.precision,
     )
 
 
@@ -441,7 +431,9 @@ def _compute(cfg, splits, networks, todo, keys, md5s, threads):
         workers, mp_context=ctx, initializer=_init_local_worker, initargs=(None,)
     ) as pool:
         running = {
-            pool.submit(block_job, *_payload(cfg, splits), b, keys[b], md5s or {}, threads): b
+            pool.submit(
+                block_job, *_payload(cfg, splits), b, keys[b], md5s or {}, threads, CODE_DIGEST
+            ): b
             for b in todo
         }
         for fut in as_completed(running):
@@ -449,11 +441,11 @@ def _compute(cfg, splits, networks, todo, keys, md5s, threads):
             yield running[fut], rows, seconds
 
 
-def block_job(cfg_json, splits_json, root, block, key, md5s, threads):
+def block_job(cfg_json, splits_json, root, block, key, md5s, threads, code):
     """One block's diagnostics in a worker process (`_compute`): its rows and seconds."""
     from transferability.executors import worker_networks
 
-    if json.loads(key)["code"] != CODE_DIGEST:  # the code changed on disk since the stage began
+    if code != CODE_DIGEST:  # the code changed on disk since the stage began
         raise RuntimeError("the diagnostics' code changed while the stage ran: run it again")
     torch.set_num_threads(threads)
     networks = worker_networks(cfg_json, splits_json, root)
@@ -467,7 +459,8 @@ _HOW_IT_RUNS = [k.partition(".")[2] for k in HOW_IT_RUNS if k.startswith("train.
 
 def _code_digest() -> str:
     """The hash of the modules that decide a block's rows, as this process imported them (this
-    one, training, networks, models, data, splits, config)."""
+    one, training, networks, models, data, splits, config): a worker whose code differs from
+    the stage's, and a transfusion's saved state from other code, are refused."""
     from transferability import config, data, models, networks, splits
     from transferability import train as train_mod
 
@@ -488,24 +481,6 @@ def _block_jobs(cfg: Config, networks: Networks, split: str, seed: int) -> list[
                 if "interpolation" in cfg.beyond.diagnostics:
                     jobs.append(Job(split, kind, seed, direction, s, t, "BnB+", n))
     return jobs
-
-
-def _md5_of(networks: Networks, job: Job) -> str:
-    path = networks.checkpoint(job)
-    return md5_file(path) if path.is_file() else "missing"
-
-
-def _saved_block(path: Path, key: str) -> pd.DataFrame | None:
-    """A finished block's rows saved under `key`, or None (none, or saved under another key)."""
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-        if saved.get("key") != key:
-            return None
-        return pd.DataFrame(saved["rows"], columns=COLUMNS)
-    except (ValueError, KeyError, AttributeError, TypeError):  # damaged: computed again
-        return None
 
 
 def _block_diagnostics(
@@ -566,7 +541,7 @@ def _block_diagnostics(
                 draw = derive_seed("transfusion", split, seed, direction, n)
                 name = f"{split}-s{seed}-{anb_job.name}-scale.pt"
                 partial = networks.partial_dir / "diagnostics" / name
-                resume = (partial, partial_key(key, n, device=networks.device))
+                resume = (partial, partial_key(key, CODE_DIGEST, n, device=networks.device))
                 rows = transfusion_rows(start, n, anb, data, cfg.train, data_seed, draw, resume)
                 add(rows, where, "transfusion")
     return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS)

@@ -22,10 +22,12 @@ networks copy the new one.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ from transferability.place import claim, identify
 from transferability.splits import Split
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from transferability.tracking.tracker import Tracker
 
 # ---------------------------------------------------------------------- results table
@@ -131,20 +135,135 @@ def write_checked(
     tables: Iterable[Path],
     out: Path,
     log: Callable[[str], None] = print,
+    only: Collection[str] | None = None,
 ):
     """A stage that reads checkpoints (similarity, diagnostics): `compute(cfg, splits, dataset,
-    log=, md5s=)`, every checkpoint it reads checked against the md5 its row in one of the
-    results `tables` records (a missing table is an error naming it); its table written to
-    `out`, and returned."""
+    log=, md5s=, out=, only=)`, every checkpoint it reads checked against the md5 its row in one
+    of the results `tables` records (a missing table is an error naming it); it writes its
+    table to `out` block by block (`blockwise`) and returns it."""
     tables = [Path(p) for p in tables]
     missing = [str(p) for p in tables if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"results table not found: {', '.join(missing)}")
     md5s = {r["network"]: r["checkpoint_md5"] for p in tables for r in read_runs(p)}
-    table = compute(cfg, splits, dataset, log=log, md5s=md5s)
-    with atomic_write(out) as f:
-        table.to_csv(f, index=False, float_format="%.6f")
-    return table
+    return compute(cfg, splits, dataset, log=log, md5s=md5s, out=out, only=only)
+
+
+Block = tuple[str, int]
+BLOCK_COLUMNS = ["machine", "precision", "block_key"]  # what `blockwise` adds to every row
+
+
+def block_name(block: Block) -> str:
+    return f"{block[0]}/s{block[1]}"
+
+
+def block_key(md5s: dict[str, str] | None, networks: Networks, jobs: list[Job], **decides) -> str:
+    """The key text of a block of a stage that reads checkpoints (`blockwise`): what decides its
+    rows (`decides`: the stage's settings and code version, the precision) and each network it
+    reads, as configured now (fingerprint) with the bytes its results row records (`md5s`; None:
+    not checked, for a table that is not kept). A network without a recorded md5 is an error."""
+    if md5s is not None:
+        missing = [j.network for j in jobs if not md5s.get(j.network)]
+        if missing:
+            raise ValueError(
+                f"no results row records the checkpoint of {_some(missing)}: name the runs "
+                "tables that hold them (--runs)"
+            )
+    checkpoints = {
+        j.network: [networks.fingerprint(j), (md5s or {}).get(j.network, "")] for j in jobs
+    }
+    return json.dumps({**decides, "checkpoints": checkpoints}, sort_keys=True)
+
+
+def need_checkpoints(networks: Networks, jobs: Iterable[Job]) -> None:
+    """Refuse, before anything is computed or written, blocks whose checkpoints are not here."""
+    missing = [j.network for j in jobs if not networks.checkpoint(j).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} checkpoint(s) to read are not on this machine ({_some(missing)}): "
+            "train their blocks again (pipelines/by_block.sh), or compute only the blocks that "
+            "are here (--block)"
+        )
+
+
+def blockwise(
+    out: Path | None,
+    keys: dict[Block, str],
+    compute: Callable[[list[Block]], Iterable[tuple[Block, pd.DataFrame]]],
+    columns: list[str],
+    stamp: dict[str, str],
+    only: Collection[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """The table of a stage that reads checkpoints, computed block by block and kept across
+    machines and sessions, as the results tables are. `keys[block]` is the text of everything
+    that decides a block's rows (`block_key`); its digest is each row's `block_key`. A block
+    whose rows in `out` carry its digest is kept, not computed again, even where its
+    checkpoints are absent (another machine, a later session). The others are computed
+    (`compute(todo)` yields each block's rows, stamped with `stamp`: machine and precision) and
+    `out` is rewritten after each, under its lock, so a stage stopped half-way keeps its finished
+    blocks. `only` (block names, random1/s0) narrows what is computed now; a block neither kept
+    nor computed is left out, and said so. Rows of blocks the study no longer holds are dropped.
+    With `out` None nothing is kept or written. The table's `attrs["computed"]` names the blocks
+    computed now."""
+    import pandas as pd
+
+    names = {block_name(b): b for b in keys}
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(
+            f"--block: {', '.join(unknown)} not among the study's blocks ({', '.join(names)})"
+        )
+    digests = {b: hashlib.sha256(k.encode()).hexdigest()[:16] for b, k in keys.items()}
+    cols = columns + BLOCK_COLUMNS
+    with nullcontext() if out is None else locked(out):
+        done = _kept_blocks(out, digests)
+        for b in done:
+            log(f"{block_name(b)}: done before, kept ({out})")
+        todo = [b for b in keys if b not in done and (only is None or block_name(b) in only)]
+
+        def table() -> pd.DataFrame:
+            parts = [done[b] for b in keys if b in done]
+            t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+            t = t.reindex(columns=cols)
+            t.attrs["computed"] = [block_name(b) for b in todo if b in done]
+            return t
+
+        def write() -> None:
+            if out is not None:
+                with atomic_write(out) as f:
+                    table().to_csv(f, index=False, float_format="%.6f")
+
+        for block, rows in compute(todo):
+            done[block] = rows.assign(**stamp, block_key=digests[block])
+            write()
+        left = [block_name(b) for b in keys if b not in done]
+        if left:
+            log(f"not computed yet (--block): {', '.join(left)}; the table leaves them out")
+        write()  # also when nothing was computed: rows of blocks no longer held go
+    return table()
+
+
+def _kept_blocks(out: Path | None, digests: dict[Block, str]) -> dict[Block, pd.DataFrame]:
+    """The rows of `out` of each block whose every row carries its digest (`blockwise`)."""
+    import pandas as pd
+
+    if out is None or not Path(out).is_file():
+        return {}
+    text = {c: str for c in ("split", "machine", "precision", "block_key")}  # 16 hex digits
+    try:
+        old = pd.read_csv(out, dtype=text)
+        groups = dict(list(old.groupby(["split", "seed"], sort=False)))
+    except (ValueError, KeyError, pd.errors.ParserError):  # not this project's: computed again
+        return {}
+    if "block_key" not in old.columns:  # written before blocks were kept: computed again
+        return {}
+    kept = {}
+    for b, digest in digests.items():
+        rows = groups.get(b)
+        if rows is not None and (rows.block_key == digest).all() and not rows.duplicated().any():
+            kept[b] = rows.reset_index(drop=True)
+    return kept
 
 
 def write_runs(path: Path, rows: list[dict], drop: Iterable[str] = ()) -> None:

@@ -10,7 +10,8 @@ top of copied ones is to the base's own (above n). Inference only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,15 @@ import torch
 from transferability import data as data_mod
 from transferability.config import Config
 from transferability.networks import Job, Networks, base_job, sweep_blocks
+from transferability.runner import block_key, blockwise, need_checkpoints
 from transferability.splits import Split
-from transferability.train import DeviceTask
+from transferability.train import DeviceTask, machine
 
 FINE_TUNED = ("AnB+", "BnB+")
+# the version of the CKA rows, in each block's key (runner.blockwise): raise it with a change
+# that changes them (here, in the probe images or the models), and finished blocks are computed
+# again; a change that leaves the rows as they were keeps them
+VERSION = 1
 CKA_COLUMNS = ["split", "seed", "direction", "comparison", "n", "layer", "cka", "images"]
 
 
@@ -100,38 +106,60 @@ def layer_similarity(
     dataset: data_mod.Dataset,
     log: Callable = print,
     md5s: dict[str, str] | None = None,
+    out: Path | None = None,
+    only: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per (block, direction, comparison, n, layer) with its CKA (columns CKA_COLUMNS).
+    """One row per (block, direction, comparison, n, layer) with its CKA (columns CKA_COLUMNS,
+    then runner.BLOCK_COLUMNS), written to `out` block by block.
 
     Every checkpoint must be the network the study now configures (`Networks.verify`, which also
     refuses a damaged one) and, where `md5s` (network → md5, from its results row) names it,
-    have those bytes."""
+    have those bytes. A block is kept across sessions and machines while its settings, VERSION
+    and its networks' fingerprints and recorded md5s are unchanged (`runner.blockwise`, as the
+    diagnostics); `only` computes just the named blocks now."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     networks = Networks(cfg, splits, dataset)
-    probe = probe_images(cfg, dataset)
-    x = probe.normalise(probe.test_x)
     kinds = {s.name: s.kind for s in splits}
-    rows = []
 
-    def grams_of(job: Job) -> list[np.ndarray]:
+    def jobs_of(split: str, seed: int) -> list[Job]:
+        bases = [base_job(split, kinds[split], seed, t) for t in ("A", "B")]
+        return bases + [
+            Job(split, kinds[split], seed, direction, *direction.split("->"), treatment, n)
+            for direction in cfg.study.directions
+            for n in cfg.cuts
+            for treatment in FINE_TUNED
+        ]
+
+    def key(split: str, seed: int) -> str:
+        jobs = jobs_of(split, seed)
+        return block_key(md5s, networks, jobs, version=VERSION, images=cfg.beyond.cka_images)
+
+    def grams_of(job: Job, x: torch.Tensor) -> list[np.ndarray]:
         return layer_grams(networks.load(job, (md5s or {}).get(job.network, "")), x)
 
-    for split, seed in sweep_blocks(cfg, splits):
-        base = {t: grams_of(base_job(split, kinds[split], seed, t)) for t in ("A", "B")}
-        for layer, (ka, kb) in enumerate(zip(base["A"], base["B"], strict=True), 1):
-            rows.append(
+    def compute(todo):
+        if not todo:
+            return
+        need_checkpoints(networks, [j for b in todo for j in jobs_of(*b)])
+        probe = probe_images(cfg, dataset)
+        x = probe.normalise(probe.test_x)
+        for split, seed in todo:
+            jobs = jobs_of(split, seed)
+            base = {j.target_task: grams_of(j, x) for j in jobs[:2]}  # baseA, baseB
+            rows = [
                 (split, seed, "", "baseA vs baseB", 0, layer, cka_from_grams(ka, kb), len(x))
-            )
-        for direction in cfg.study.directions:
-            s, t = direction.split("->")
-            for n in cfg.cuts:
-                for treatment in FINE_TUNED:
-                    job = Job(split, kinds[split], seed, direction, s, t, treatment, n)
-                    src = base[job.source.target_task]
-                    for layer, (k, ks) in enumerate(zip(grams_of(job), src, strict=True), 1):
-                        comp = f"{treatment} vs its source"
-                        c = cka_from_grams(k, ks)
-                        rows.append((split, seed, direction, comp, n, layer, c, len(x)))
-        log(f"{split}/s{seed}: CKA of {len(cfg.study.directions) * len(cfg.cuts) * 2 + 2} networks")
-    return pd.DataFrame(rows, columns=CKA_COLUMNS)
+                for layer, (ka, kb) in enumerate(zip(base["A"], base["B"], strict=True), 1)
+            ]
+            for job in jobs[2:]:  # one at a time: a Gram matrix per layer is images² floats
+                src = base[job.source.target_task]
+                comp = f"{job.treatment} vs its source"
+                for layer, (k, ks) in enumerate(zip(grams_of(job, x), src, strict=True), 1):
+                    c = cka_from_grams(k, ks)
+                    rows.append((split, seed, job.direction, comp, job.n, layer, c, len(x)))
+            log(f"{split}/s{seed}: CKA of {len(jobs)} networks")
+            yield (split, seed), pd.DataFrame(rows, columns=CKA_COLUMNS)
+
+    keys = {b: key(*b) for b in sweep_blocks(cfg, splits)}
+    stamp = {"machine": machine(), "precision": "fp32"}  # layer_grams: float32, no autocast
+    return blockwise(out, keys, compute, CKA_COLUMNS, stamp, only, log)

@@ -1,6 +1,7 @@
 """Beyond the paper, part 2: the four diagnostics on small constructed networks and data."""
 
 import math
+import os
 import shutil
 import time
 
@@ -294,3 +295,41 @@ def test_the_diagnostics_command_on_a_tiny_study(monkeypatch, capsys, tmp_path, 
         monkeypatch, capsys, "diagnostics", *every, "--set", "beyond.diagnostics_cuts=[1]"
     )
     assert code == 2 and "beyond.diagnostics_cuts: [1] are not cuts of the study" in err
+
+
+def test_by_block_computes_each_blocks_cka_and_diagnostics_after_its_networks(
+    monkeypatch, capsys, tmp_path
+):
+    """pipelines/by_block.sh: a block's checkpoint-reading tables are computed right after its
+    networks (while its checkpoints are here), the other blocks' rows kept."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny_project(monkeypatch, tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        params.read_text().replace("random_seeds: [0]", "random_seeds: [0, 1]")
+        + "beyond: {blocks: 2, diagnostics: [reinit], cka_images: 20}\n"
+    )
+    params.write_text(
+        params.read_text().replace("study: {cuts: [2]}", "study: {cuts: [2], mlflow: false}")
+    )
+    for step in ("prepare", "split"):
+        code, _out, err = run(monkeypatch, capsys, step)
+        assert code == 0, err
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRANSFERABILITY": str(Path(sys.executable).with_name("transferability")),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(root / "pipelines/by_block.sh"), "params.yaml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stdout
+    assert log.index("== block random1") > log.index("random0/s0: reinit")  # block by block
+    assert "not computed yet (--block): random1/s0" in log  # after random0's networks
+    assert "random0/s0: done before, kept" in log  # random1's run keeps random0's rows
+    for table in ("diagnostics.csv", "cka.csv"):
+        t = pd.read_csv(tmp_path / "results" / table)
+        assert set(t.split) == {"random0", "random1"} and t.block_key.notna().all()

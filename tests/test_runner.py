@@ -264,7 +264,7 @@ def test_a_checkpoint_reading_stage_keeps_finished_blocks_and_computes_only_what
     assert calls[-1] == ["random0/s0"]
 
 
-def test_a_block_key_needs_the_recorded_md5_of_every_network_it_reads(tiny_study, tmp_path):
+def test_a_block_is_computed_only_from_recorded_checkpoints_that_are_here(tiny_study, tmp_path):
     from transferability.networks import Networks, base_job
     from transferability.runner import block_key, need_checkpoints
 
@@ -275,9 +275,10 @@ def test_a_block_key_needs_the_recorded_md5_of_every_network_it_reads(tiny_study
     key = block_key(md5s, nets, jobs, version=1)
     assert key != block_key({**md5s, "random0/s0/baseB": "cc"}, nets, jobs, version=1)
     assert key != block_key(md5s, nets, jobs, version=2)
+    assert key != block_key({"random0/s0/baseA": "aa"}, nets, jobs, version=1)  # not trained yet
     with pytest.raises(
         ValueError, match=r"no results row records the checkpoint of random0/s0/baseB"
     ):
-        block_key({"random0/s0/baseA": "aa"}, nets, jobs, version=1)
+        need_checkpoints(nets, jobs, {"random0/s0/baseA": "aa"})
     with pytest.raises(FileNotFoundError, match=r"2 checkpoint\(s\) to read are not on this"):
-        need_checkpoints(nets, jobs)
+        need_checkpoints(nets, jobs, md5s)

@@ -379,7 +379,7 @@ def network_diagnostics(
     keys = {b: _block_key(cfg, networks, *b, md5s) for b in sweep_blocks(cfg, splits)}
 
     def compute(todo):
-        need_checkpoints(networks, [j for b in todo for j in _block_jobs(cfg, networks, *b)])
+        need_checkpoints(networks, [j for b in todo for j in _block_jobs(cfg, networks, *b)], md5s)
         states = networks.partial_dir / "diagnostics"  # the transfusions' saved states
         for (split, seed), rows, seconds in _compute(
             cfg, splits, networks, todo, keys, md5s, threads

@@ -160,23 +160,29 @@ def block_name(block: Block) -> str:
 def block_key(md5s: dict[str, str] | None, networks: Networks, jobs: list[Job], **decides) -> str:
     """The key text of a block of a stage that reads checkpoints (`blockwise`): what decides its
     rows (`decides`: the stage's settings and code version, the precision) and each network it
-    reads, as configured now (fingerprint) with the bytes its results row records (`md5s`; None:
-    not checked, for a table that is not kept). A network without a recorded md5 is an error."""
-    if md5s is not None:
-        missing = [j.network for j in jobs if not md5s.get(j.network)]
-        if missing:
-            raise ValueError(
-                f"no results row records the checkpoint of {_some(missing)}: name the runs "
-                "tables that hold them (--runs)"
-            )
+    reads, as configured now (fingerprint) with the bytes its results row records (`md5s`;
+    "" where none does: such a block is never kept, and `need_checkpoints` refuses to compute
+    it)."""
     checkpoints = {
         j.network: [networks.fingerprint(j), (md5s or {}).get(j.network, "")] for j in jobs
     }
     return json.dumps({**decides, "checkpoints": checkpoints}, sort_keys=True)
 
 
-def need_checkpoints(networks: Networks, jobs: Iterable[Job]) -> None:
-    """Refuse, before anything is computed or written, blocks whose checkpoints are not here."""
+def need_checkpoints(
+    networks: Networks, jobs: Iterable[Job], md5s: dict[str, str] | None = None
+) -> None:
+    """Refuse, before anything is computed or written, to compute blocks whose networks have no
+    row recording their md5 (where `md5s` is given: the runs tables read) or whose checkpoints
+    are not on this machine."""
+    jobs = list(jobs)
+    if md5s is not None:
+        unrecorded = [j.network for j in jobs if not md5s.get(j.network)]
+        if unrecorded:
+            raise ValueError(
+                f"no results row records the checkpoint of {_some(unrecorded)}: train them, or "
+                "name the runs tables that hold them (--runs)"
+            )
     missing = [j.network for j in jobs if not networks.checkpoint(j).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -141,7 +141,7 @@ def layer_similarity(
     def compute(todo):
         if not todo:
             return
-        need_checkpoints(networks, [j for b in todo for j in jobs_of(*b)])
+        need_checkpoints(networks, [j for b in todo for j in jobs_of(*b)], md5s)
         probe = probe_images(cfg, dataset)
         x = probe.normalise(probe.test_x)
         for split, seed in todo:

@@ -39,8 +39,8 @@ def test_missing_dataset_says_where_it_looked(monkeypatch, capsys, tmp_path):
 
 
 def test_a_sweep_of_no_sizes_still_leaves_its_checkpoint_folder(monkeypatch, capsys, tmp_path):
-    """The datasize stage's checkpoint folder is a DVC output: a study without the sweep
-    (pipelines/beyond) must still leave it, or `dvc repro` fails on a missing output."""
+    """The datasize stage's checkpoint folder and table are DVC outputs: a study without the
+    sweep (pipelines/beyond) must still leave them, or `dvc repro` fails on a missing output."""
     tiny_project(monkeypatch, tmp_path)
     for step in ("prepare", "split"):
         assert run(monkeypatch, capsys, step)[0] == 0
@@ -48,6 +48,8 @@ def test_a_sweep_of_no_sizes_still_leaves_its_checkpoint_folder(monkeypatch, cap
     assert code == 0, err
     assert "0 networks in this study (datasize)" in out
     assert (tmp_path / "models" / "datasize").is_dir()
+    table = (tmp_path / "results" / "runs_datasize.csv").read_text()
+    assert table.startswith("network,") and len(table.splitlines()) == 1  # its header only
 
 
 def test_steps_one_by_one_on_a_tiny_folder(monkeypatch, capsys, tmp_path):

@@ -158,8 +158,13 @@ def datasize(cfg, runs, bases, trust_rows):
     sets (beyond.datasize_per_class); AnB+ copies the study's bases, so train those first."""
     runs = runs or str(Path(cfg.study.results_dir) / "runs_datasize.csv")
     _run_study(cfg, "datasize", runs, trust_rows, bases)
-    # the stage's checkpoint folder is a DVC output: there even when the sweep trains none
+    # the stage's checkpoint folder and table are DVC outputs: there even when the sweep trains
+    # none (a table of no rows: its header)
     Path(cfg.study.models_dir, "datasize").mkdir(parents=True, exist_ok=True)
+    if not Path(runs).is_file():
+        from transferability.runner import write_runs
+
+        write_runs(Path(runs), [])
 
 
 # the results tables whose rows' md5s every checkpoint that a command reads must have

@@ -106,7 +106,8 @@ def _log_study_results(results_dir, artifacts, uri, note) -> list[str]:
     # blocks): the parents whose study writes `results_dir`, where the store says so
     folder = {p: parent_runs[p].data.params.get("study.results_dir") for p in parents}
     own = [p for p in parents if folder[p] and Path(folder[p]).resolve() == results_dir.resolve()]
-    parents = own or parents
+    # else only parents that do not say (logged before the param was): never another study's
+    parents = own or [p for p in parents if not folder[p]]
     if not parents:
         return note(f"no parent run holds the networks of {results_dir / 'runs.csv'}")
     metrics, tags = study_summary(results_dir)

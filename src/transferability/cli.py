@@ -210,7 +210,7 @@ def _default_tables(cfg) -> list[Path]:
 
 def _write_checked(cfg, runs, out, blocks, default: str, compute, what: str, then=None):
     """The similarity and diagnostics commands: `runner.write_checked` on the given runs tables
-    (default: <results_dir>/runs.csv), to `out` (default: <results_dir>/`default`), computing
+    (default: `_default_tables`), to `out` (default: <results_dir>/`default`), computing
     only `blocks` if any are named; then `then(cfg, splits, dataset, table)` if given."""
     from transferability.runner import write_checked
 
@@ -264,7 +264,6 @@ def _log_blocks(cfg, splits, ds, table) -> None:
     if db is not None and not db.is_file():
         click.echo(f"MLflow: no store at {db} (no network was logged): diagnostics not logged")
         return
-    blocks = sorted(set(table.split + "/s" + table.seed.astype(str)))
     try:
         networks = Networks(cfg, splits, ds)
         tracker = Tracker(cfg, networks, plan(cfg, splits), create=False)
@@ -275,7 +274,7 @@ def _log_blocks(cfg, splits, ds, table) -> None:
             "table is kept"
         )
         return
-    missing = [b for b in blocks if b not in ids]
+    missing = [b for b in sorted(computed) if b not in ids]
     click.echo(
         f"MLflow: {len(ids)} block(s) of diagnostics logged beside their networks"
         + (f"; no run of the bases of {', '.join(missing)}: not logged" if missing else "")
